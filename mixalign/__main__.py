@@ -1,0 +1,3 @@
+from mixalign.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""`mixalign` command line: LightningCLI (fit, validate, test, predict) plus mixalign's own subcommands.
+
+Every subcommand reads the same YAML config (`--config configs/pile.yaml`) and accepts the same
+dotted overrides (`--data.weights natural`, `--trainer.max_steps 100`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+from jsonargparse import ArgumentParser
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from mixalign.data.datamodule import PileMixtureDataModule
+from mixalign.llvec.estimators import estimate_kl
+from mixalign.llvec.plots import save_model_map
+from mixalign.llvec.scoring import load_scorer
+from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset
+from mixalign.llvec.vectors import check_same_textset, load_vector, save_vector, vector_from_scores
+from mixalign.model.module import NanoGPTModule
+
+EXTRA_SUBCOMMANDS = {
+    "prepare": "--config CONFIG: tokenize the config's data once into the cache (fit/validate reuse it)",
+    "score": "--model CKPT|HF_DIR --out VEC.npz: log-likelihood vector of a model on a text set",
+    "kl": "VEC.npz VEC.npz [...]: pairwise KL (bits/byte) with standard errors; a model map for 3+",
+}
+
+
+class MixalignCLI(LightningCLI):
+    def __init__(self, args=None, run: bool = True, **kwargs):
+        super().__init__(
+            NanoGPTModule,
+            PileMixtureDataModule,
+            seed_everything_default=1337,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs=_parser_kwargs(run),
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True})
+
+
+def _parser_kwargs(run: bool) -> dict:
+    epilog = "mixalign's own subcommands:\n" + "\n".join(
+        f"  mixalign {name} {what}" for name, what in EXTRA_SUBCOMMANDS.items()
+    )
+    kwargs = {"epilog": epilog}
+    return {"fit": kwargs, "validate": kwargs, "test": kwargs, "predict": kwargs, **kwargs} if run else kwargs
+
+
+def prepare_main(args: list[str]) -> None:
+    """`mixalign prepare --config ...`: run data preparation alone and print what was prepared."""
+    cli = MixalignCLI(args=args, run=False)
+    datamodule = cli.datamodule
+    datamodule.setup("fit")
+    manifest = datamodule.data.manifest
+    print(f"prepared data: {datamodule.data.root}")
+    print(f"{'domain':<24} {'train docs':>10} {'train tokens':>13} {'val docs':>9} {'val tokens':>11}")
+    for domain, splits in manifest["domains"].items():
+        train, val = splits["train"], splits["val"]
+        print(f"{domain:<24} {train['documents']:>10} {train['tokens']:>13} {val['documents']:>9} {val['tokens']:>11}")
+    print(json.dumps({"tokenizer": manifest["tokenizer"]["spec"], "dtype": manifest["dtype"]}))
+
+
+def score_main(args: list[str]) -> None:
+    """`mixalign score`: one model's log-likelihood vector on a text set, written atomically."""
+    parser = ArgumentParser(prog="mixalign score", description=score_main.__doc__)
+    parser.add_argument("--model", required=True, help="mixalign checkpoint (.ckpt) or local Hugging Face model dir")
+    parser.add_argument("--textset", default="demo", help="'demo' (shipped) or a text-set file")
+    parser.add_argument("--n_texts", type=Optional[int], default=None, help="score an evenly spaced subset")
+    parser.add_argument("--out", required=True, help="output .npz")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max_batch_tokens", type=int, default=16384)
+    cfg = parser.parse_args(args)
+    textset = load_textset(resolve_textset(cfg.textset))
+    textset = subset_textset(textset, cfg.n_texts) if cfg.n_texts else textset
+    scorer = load_scorer(cfg.model, device=cfg.device)
+    result = scorer.score(textset, max_batch_tokens=cfg.max_batch_tokens, progress=True)
+    vector = vector_from_scores(result, textset, scorer.description)
+    save_vector(vector, cfg.out)
+    print(
+        f"{cfg.out}: {len(vector.values)} texts, mean log-likelihood {vector.values.mean():.2f} nats/text "
+        f"({-vector.values.mean() / vector.mean_bytes / math.log(2):.4f} bits/byte), text set {vector.textset_hash[:12]}"
+        + (f"; {result.n_windowed} texts longer than the context were scored in sliding windows" if result.n_windowed else "")
+    )
+
+
+def kl_main(args: list[str]) -> None:
+    """`mixalign kl`: pairwise KL between saved vectors (bits/byte, symmetric estimate, +- standard error)."""
+    parser = ArgumentParser(prog="mixalign kl", description=kl_main.__doc__)
+    parser.add_argument("vectors", nargs="+", help="two or more .npz vectors on the same text set")
+    parser.add_argument("--clip_quantile", type=Optional[float], default=None)
+    parser.add_argument("--map", default="model_map.png", help="model map PNG (written for 3+ vectors)")
+    cfg = parser.parse_args(args)
+    if len(cfg.vectors) < 2:
+        parser.error("give at least two vectors")
+    vectors = [load_vector(path) for path in cfg.vectors]
+    check_same_textset(*vectors)
+    names = [Path(path).stem for path in cfg.vectors]
+    width = max(12, *map(len, names))
+    print(f"KL in bits/byte +- standard error, text set {vectors[0].textset_hash[:12]}, N = {len(vectors[0].values)}")
+    print(" " * width + "".join(f" {name:>{width + 10}}" for name in names))
+    for name_a, a in zip(names, vectors):
+        cells = []
+        for b in vectors:
+            e = estimate_kl(torch.from_numpy(a.values), torch.from_numpy(b.values), a.mean_bytes, cfg.clip_quantile)
+            cells.append(f"{e.kl_bits_per_byte:.4f} +- {e.se_bits_per_byte:.4f}")
+        print(f"{name_a:<{width}}" + "".join(f" {cell:>{width + 10}}" for cell in cells))
+    if len(vectors) >= 3:
+        save_model_map(vectors, names, cfg.map)
+        print(f"model map: {cfg.map}")
+
+
+SUBCOMMAND_MAINS = {"prepare": prepare_main, "score": score_main, "kl": kl_main}
+
+
+def main(args: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in SUBCOMMAND_MAINS:
+        return SUBCOMMAND_MAINS[argv[0]](argv[1:])
+    MixalignCLI(args=argv)
+
+
+if __name__ == "__main__":
+    main()

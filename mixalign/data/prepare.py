@@ -1,0 +1,316 @@
+"""Tokenize a Pile-format corpus once into memory-mapped token files, one per domain and split.
+
+Layout of a prepared directory (`<cache_dir>/<key>/`):
+    manifest.json            domains, documents, tokens, bytes, tokenizer hash, input hashes
+    tokenizer.json           the tokenizer used (given or trained here)
+    <domain>.<split>.bin     uint16/uint32 token ids, documents separated by <|endoftext|>
+                             (domain names made filename-safe by `token_file`)
+
+The key hashes everything that determines the content (input paths, sizes and mtimes, tokenizer,
+split, domains), so a matching directory is reused and any change prepares a new one. A directory
+is built under a temporary name and renamed into place, so a crash or a concurrent preparer never
+leaves a half-written cache that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from mixalign.data.reader import DataError, ReadStats, read_shard, resolve_sources
+from mixalign.data.tokenizer import eot_id, load_tokenizer, save_tokenizer, tokenizer_hash, train_bpe
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+_ENCODE_BATCH = 256
+
+
+def is_heldout(text: str, seed: int, val_fraction: float) -> bool:
+    """Whether a document belongs to the validation split.
+
+    A pure function of the document and the seed, so the split does not depend on file order or
+    sharding, and later stages (text sets) can tell held-out documents apart without the cache.
+    """
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=seed.to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest(), "little") / 2**64 < val_fraction
+
+
+def token_file(domain: str, split: str) -> str:
+    """Filename-safe name for a domain's token file (Pile names hold spaces and parentheses)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", domain).strip("_") or "domain"
+    return f"{safe}-{hashlib.blake2b(domain.encode(), digest_size=3).hexdigest()}.{split}.bin"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    source: str | Sequence[str]
+    tokenizer: str | None  # shipped name or tokenizer.json path; None trains a BPE
+    bpe_vocab_size: int | None
+    domains: tuple[str, ...] | None
+    val_fraction: float
+    seed: int
+    skip_malformed: bool
+
+
+class PreparedData:
+    """Read access to a prepared directory: manifest facts and memory-mapped token arrays."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.manifest = json.loads((self.root / "manifest.json").read_text())
+        self.domains: list[str] = list(self.manifest["domains"])
+        self.dtype = np.dtype(self.manifest["dtype"])
+
+    def tokens(self, domain: str, split: str) -> np.ndarray:
+        path = self.root / token_file(domain, split)
+        if path.stat().st_size == 0:
+            return np.zeros(0, dtype=self.dtype)
+        return np.memmap(path, dtype=self.dtype, mode="r")
+
+    def count(self, domain: str, split: str, what: str = "tokens") -> int:
+        return int(self.manifest["domains"][domain][split][what])
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.root / "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class SplitTokens:
+    """Picklable opener of one split's per-domain token arrays: each process maps the files itself."""
+
+    root: Path
+    domains: tuple[str, ...]
+    split: str
+
+    def __call__(self) -> list[np.ndarray]:
+        data = PreparedData(self.root)
+        return [data.tokens(domain, self.split) for domain in self.domains]
+
+
+def _input_fingerprint(paths: list[Path]) -> list[list]:
+    return [[str(p), *_stat(p)] for p in paths]
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    if path.is_dir():  # a saved HF dataset: fingerprint its files together
+        files = sorted(q for q in path.rglob("*") if q.is_file())
+        return sum(q.stat().st_size for q in files), max((q.stat().st_mtime_ns for q in files), default=0)
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(q for q in path.rglob("*") if q.is_file()) if path.is_dir() else [path]:
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(config: PrepareConfig, paths: list[Path]) -> str:
+    tokenizer = (
+        {"hash": tokenizer_hash(load_tokenizer(config.tokenizer))}
+        if config.tokenizer is not None
+        else {"train_bpe": config.bpe_vocab_size}
+    )
+    payload = {
+        "format": FORMAT_VERSION,
+        "inputs": _input_fingerprint(paths),
+        "tokenizer": tokenizer,
+        "domains": sorted(config.domains) if config.domains else None,
+        "val_fraction": config.val_fraction,
+        "seed": config.seed,
+        "skip_malformed": config.skip_malformed,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def prepare(config: PrepareConfig, cache_dir: str | Path, num_proc: int = 1) -> PreparedData:
+    """Return the prepared data for `config`, building it only if no valid cache exists."""
+    paths = resolve_sources(config.source)
+    key = cache_key(config, paths)
+    cache_dir = Path(cache_dir)
+    target = cache_dir / key
+    if _is_valid(target, key):
+        return PreparedData(target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+    try:
+        _build(config, paths, key, work, num_proc)
+        if target.exists() and not _is_valid(target, key):
+            shutil.rmtree(target, ignore_errors=True)  # a stale or damaged cache: replace it
+        try:
+            os.rename(work, target)
+        except OSError:
+            if not _is_valid(target, key):  # lost a race to a valid twin -> use theirs
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return PreparedData(target)
+
+
+def _is_valid(root: Path, key: str) -> bool:
+    """A cache is trusted only if its manifest matches the key and every token file has its size."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        if manifest.get("key") != key or not (root / "tokenizer.json").is_file():
+            return False
+        itemsize = np.dtype(manifest["dtype"]).itemsize
+        return all(
+            (root / token_file(d, s)).stat().st_size == itemsize * manifest["domains"][d][s]["tokens"]
+            for d in manifest["domains"]
+            for s in SPLITS
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _train_documents(config: PrepareConfig, paths: list[Path]) -> Iterator[str]:
+    for path in paths:
+        for doc in read_shard(path, config.skip_malformed):
+            if (not config.domains or doc.domain in config.domains) and not is_heldout(
+                doc.text, config.seed, config.val_fraction
+            ):
+                yield doc.text
+
+
+def _build(config: PrepareConfig, paths: list[Path], key: str, work: Path, num_proc: int) -> None:
+    if config.tokenizer is not None:
+        tokenizer = load_tokenizer(config.tokenizer)
+    else:
+        if not config.bpe_vocab_size or config.bpe_vocab_size < 257:
+            raise DataError(f"data.bpe_vocab_size must be at least 257 to train a BPE, got {config.bpe_vocab_size}")
+        tokenizer = train_bpe(_train_documents(config, paths), config.bpe_vocab_size)
+    save_tokenizer(tokenizer, work / "tokenizer.json")
+    dtype = token_dtype(tokenizer.get_vocab_size())
+
+    jobs = [(path, work / f"shard{i:05d}", config, dtype.str) for i, path in enumerate(paths)]
+    if num_proc > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("spawn").Pool(min(num_proc, len(jobs))) as pool:
+            results = pool.map(_tokenize_shard, jobs)
+    else:
+        results = [_tokenize_shard(job) for job in jobs]
+
+    seen = sorted({d for r in results for d in r["seen"]})
+    if config.domains:
+        unknown = sorted(set(config.domains) - set(seen))
+        if unknown:
+            raise DataError(f"data.domains: unknown domain(s) {unknown}; the data has: {seen}")
+    domains = sorted(config.domains) if config.domains else seen
+
+    stats = {d: {s: {"documents": 0, "tokens": 0, "bytes": 0} for s in SPLITS} for d in domains}
+    for domain in domains:
+        for split in SPLITS:
+            with open(work / token_file(domain, split), "wb") as out:
+                for result in results:
+                    part = result["parts"].get((domain, split))
+                    if part is None:
+                        continue
+                    with open(part["file"], "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 22)
+                    for field in ("documents", "tokens", "bytes"):
+                        stats[domain][split][field] += part[field]
+        if stats[domain]["val"]["documents"] == 0:
+            raise DataError(
+                f"domain {domain!r} has no held-out documents ({stats[domain]['train']['documents']} in all) "
+                f"at data.val_fraction={config.val_fraction}: raise val_fraction or add documents"
+            )
+    for result in results:
+        shutil.rmtree(result["dir"], ignore_errors=True)
+
+    malformed = sum(r["malformed"] for r in results)
+    if malformed:
+        examples = [e for r in results for e in r["examples"]][:5]
+        warnings.warn(f"skipped {malformed} malformed line(s) (data.skip_malformed=true), e.g. {examples}")
+    manifest = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "source": config.source if isinstance(config.source, str) else list(config.source),
+        "domains": stats,
+        "dtype": dtype.name,
+        "tokenizer": {
+            "spec": config.tokenizer or f"trained byte-level BPE, vocab {config.bpe_vocab_size}",
+            "hash": tokenizer_hash(tokenizer),
+            "vocab_size": tokenizer.get_vocab_size(),
+            "eot_id": eot_id(tokenizer),
+        },
+        "split": {"seed": config.seed, "val_fraction": config.val_fraction, "by": "document hash"},
+        "inputs": [{"path": r["path"], "sha256": r["sha256"], "documents": r["documents"]} for r in results],
+        "skipped_malformed": malformed,
+    }
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _tokenize_shard(job: tuple[Path, Path, PrepareConfig, str]) -> dict:
+    """Tokenize one shard into per-(domain, split) part files; runs in a worker process when parallel."""
+    path, out_dir, config, dtype_str = job
+    dtype = np.dtype(dtype_str)
+    out_dir.mkdir()
+    work = out_dir.parent
+    tokenizer = load_tokenizer(work / "tokenizer.json")
+    eot = eot_id(tokenizer)
+    read_stats = ReadStats()
+    parts: dict[tuple[str, str], dict] = {}
+    files: dict[tuple[str, str], object] = {}
+    seen: set[str] = set()
+    documents = 0
+
+    def flush(batch: list) -> None:
+        encodings = tokenizer.encode_batch([text for text, _ in batch], add_special_tokens=False)
+        for (text, part_key), encoding in zip(batch, encodings):
+            ids = np.asarray(encoding.ids + [eot], dtype=dtype)
+            files[part_key].write(ids.tobytes())
+            part = parts[part_key]
+            part["documents"] += 1
+            part["tokens"] += len(ids)
+            part["bytes"] += len(text.encode("utf-8"))
+
+    batch: list = []
+    try:
+        for doc in read_shard(path, config.skip_malformed, read_stats):
+            documents += 1
+            seen.add(doc.domain)
+            if config.domains and doc.domain not in config.domains:
+                continue
+            split = "val" if is_heldout(doc.text, config.seed, config.val_fraction) else "train"
+            part_key = (doc.domain, split)
+            if part_key not in parts:
+                file = out_dir / token_file(doc.domain, split)
+                parts[part_key] = {"file": str(file), "documents": 0, "tokens": 0, "bytes": 0}
+                files[part_key] = open(file, "wb")
+            batch.append((doc.text, part_key))
+            if len(batch) >= _ENCODE_BATCH:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    finally:
+        for f in files.values():
+            f.close()
+    return {
+        "path": str(path),
+        "dir": str(out_dir),
+        "sha256": _file_sha256(path),
+        "documents": documents,
+        "seen": sorted(seen),
+        "parts": parts,
+        "malformed": read_stats.malformed,
+        "examples": read_stats.examples,
+    }

@@ -1,0 +1,188 @@
+"""`NanoGPTModule`: the Lightning shell around `GPT` — loss, optimizer, schedule, logging."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torchmetrics import Metric
+
+from mixalign.model.checkpoint import gpt_from_checkpoint
+from mixalign.model.nanogpt import GPT, GPTConfig
+
+
+def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """Linear warmup to `max_lr`, then cosine decay to `min_lr` at `decay_steps`, flat after."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= decay_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices and embeddings (2+ dims) only; never on biases and LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+class DomainSums(Metric):
+    """Per-domain sums and counts, reduced across DDP ranks: per-domain losses and token fractions."""
+
+    full_state_update = False
+
+    def __init__(self, num_domains: int):
+        super().__init__()
+        self.add_state("sums", torch.zeros(num_domains, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("counts", torch.zeros(num_domains, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, domain: torch.Tensor, values: torch.Tensor) -> None:
+        self.sums.index_add_(0, domain, values.detach().to(torch.float64))
+        self.counts.index_add_(0, domain, torch.ones_like(self.sums[domain]))
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sums, self.counts
+
+
+class NanoGPTModule(L.LightningModule):
+    """Next-token language modelling with a GPT-2 style `GPT`.
+
+    Args:
+        n_layer, n_head, n_embd, block_size, vocab_size, bias, dropout: the `GPTConfig`
+            (vocab_size is linked from the data by the CLI).
+        learning_rate: peak learning rate after warmup.
+        min_lr: learning rate at the end of cosine decay.
+        warmup_steps: linear warmup, in optimizer steps.
+        lr_decay_steps: step at which the cosine reaches `min_lr` (default: `trainer.max_steps`).
+        weight_decay: AdamW decay on 2+ dimensional parameters.
+        betas: AdamW betas.
+        init_from: start from this mixalign checkpoint's weights (continued pretraining); it must
+            have the same architecture. Unlike ``--ckpt_path`` it restores no optimizer or step.
+    """
+
+    def __init__(
+        self,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 128,
+        block_size: int = 256,
+        vocab_size: int = 4096,
+        bias: bool = True,
+        dropout: float = 0.0,
+        learning_rate: float = 1e-3,
+        min_lr: float = 1e-4,
+        warmup_steps: int = 100,
+        lr_decay_steps: int | None = None,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        init_from: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = GPTConfig(n_layer, n_head, n_embd, block_size, vocab_size, bias, dropout)
+        self.model = GPT(self.config)
+        if init_from:
+            base, _ = gpt_from_checkpoint(init_from, expect=self.config)
+            self.model.load_state_dict(base.state_dict())
+        self.domains: list[str] = []
+        self._last_log: tuple[float, int] | None = None
+
+    # -- setup -----------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        if datamodule.block_size > self.config.block_size:
+            raise ValueError(
+                f"data.block_size ({datamodule.block_size}) is larger than the model's block_size "
+                f"({self.config.block_size})"
+            )
+        if datamodule.vocab_size > self.config.vocab_size:
+            raise ValueError(
+                f"the tokenizer's vocabulary ({datamodule.vocab_size}) is larger than the model's "
+                f"vocab_size ({self.config.vocab_size})"
+            )
+        datamodule.setup(stage)
+        self.domains = list(datamodule.domains)
+        self.tokenizer_json = datamodule.data.tokenizer_path.read_text(encoding="utf-8")
+        self.train_tokens = DomainSums(len(self.domains))
+        self.val_losses = DomainSums(len(self.domains))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Make the checkpoint self-contained for scoring (tokenizer) and exact resumption (counts)."""
+        if self.domains:
+            checkpoint["mixalign"] = {
+                "tokenizer_json": self.tokenizer_json,
+                "domains": self.domains,
+                "domain_token_counts": dict(zip(self.domains, self.train_tokens.sums.tolist())),
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        counts = checkpoint.get("mixalign", {}).get("domain_token_counts")
+        if counts and self.domains:
+            self.train_tokens.sums.copy_(torch.tensor([counts.get(d, 0.0) for d in self.domains]))
+
+    # -- training --------------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)
+
+    def token_losses(self, batch: dict) -> torch.Tensor:
+        """Cross-entropy per token: the same float32 log-probabilities that scoring sums."""
+        return -self.model.token_logprobs(batch["input"], batch["target"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.token_losses(batch).mean()
+        self.log("train/loss", loss, prog_bar=True)
+        self.train_tokens.update(batch["domain"], torch.full_like(batch["domain"], batch["target"].size(1)))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        step = self.trainer.global_step
+        if step % self.trainer.log_every_n_steps != 0:
+            return  # everything below syncs or reads clocks: only at logging intervals
+        tokens_per_step = batch["target"].numel() * self.trainer.accumulate_grad_batches * self.trainer.world_size
+        tokens = step * tokens_per_step
+        now = time.perf_counter()
+        metrics = {"train/tokens": float(tokens), "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
+        if self._last_log is not None and tokens > self._last_log[1]:
+            metrics["train/tokens_per_sec"] = (tokens - self._last_log[1]) / (now - self._last_log[0])
+        self._last_log = (now, tokens)
+        sums, _ = self.train_tokens.compute()
+        total = sums.sum().clamp_min(1)
+        metrics.update({f"train/frac/{d}": (sums[i] / total).item() for i, d in enumerate(self.domains)})
+        self.log_dict(metrics, on_step=True, on_epoch=False)
+
+    # -- validation ------------------------------------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.val_losses.update(batch["domain"], self.token_losses(batch).mean(dim=1))
+
+    def on_validation_epoch_end(self) -> None:
+        sums, counts = self.val_losses.compute()
+        self.val_losses.reset()
+        present = counts > 0
+        means = sums / counts.clamp_min(1)
+        metrics = {f"val/loss/{d}": means[i].float() for i, d in enumerate(self.domains) if present[i]}
+        metrics["val/loss"] = means[present].mean().float()
+        self.log("val/loss", metrics.pop("val/loss"), prog_bar=True)
+        self.log_dict(metrics)  # already reduced across ranks by the metric
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            param_groups(self.model, hp.weight_decay), lr=hp.learning_rate, betas=tuple(hp.betas)
+        )
+        decay_steps = hp.lr_decay_steps or self.trainer.max_steps
+        if decay_steps <= 0:
+            raise ValueError("set trainer.max_steps or model.lr_decay_steps: the cosine schedule needs an end")
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_at(step, hp.learning_rate, hp.min_lr, hp.warmup_steps, decay_steps) / hp.learning_rate,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
