@@ -16,6 +16,7 @@ import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.llvec.estimators import estimate_kl
@@ -23,10 +24,13 @@ from mixalign.llvec.plots import save_model_map
 from mixalign.llvec.scoring import load_scorer
 from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset
 from mixalign.llvec.vectors import check_same_textset, load_vector, save_vector, vector_from_scores
+from mixalign.mixture.aligned import MixtureConfig, align, write_weights
+from mixalign.model.checkpoint import read_checkpoint
 from mixalign.model.module import NanoGPTModule
 
 EXTRA_SUBCOMMANDS = {
     "prepare": "--config CONFIG: tokenize the config's data once into the cache (fit/validate reuse it)",
+    "weights": "--config CONFIG --out WEIGHTS.yaml: domain weights aligned with mixture.target (probes + solver)",
     "score": "--model CKPT|HF_DIR --out VEC.npz: log-likelihood vector of a model on a text set",
     "kl": "VEC.npz VEC.npz [...]: pairwise KL (bits/byte) with standard errors; a model map for 3+",
 }
@@ -49,6 +53,62 @@ class MixalignCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
+        parser.add_dataclass_arguments(MixtureConfig, "mixture")
+
+    def mixture_config(self) -> MixtureConfig:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        return config["mixture"]
+
+    def fit(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, ckpt_path: str | None = None, **kwargs):
+        """Train; with `mixture.target` set, compute the weights first, and again at each round.
+
+        Each round is its own `trainer.fit` segment that resumes from the previous segment's
+        checkpoint, so optimizer, schedule and data stream continue exactly as in one run.
+        """
+        mixture = self.mixture_config()
+        trainer = self.trainer
+        if mixture.target is None:
+            return trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+        total = trainer.max_steps
+        if total <= 0:
+            raise ValueError("trainer.max_steps must be set when mixture.target is set (rounds split it)")
+        bounds = [round(total * r / mixture.rounds) for r in range(mixture.rounds + 1)]
+        model.hparams.lr_decay_steps = model.hparams.lr_decay_steps or total  # one schedule over all rounds
+        step = 0
+        if ckpt_path:
+            ckpt_path = self._resolve_ckpt_path(ckpt_path)
+            step = read_checkpoint(ckpt_path)["global_step"]
+        for round_index, (begin, end) in enumerate(zip(bounds, bounds[1:])):
+            if end <= step:
+                continue
+            if step == begin:  # this round starts now: probe from the current weights
+                if ckpt_path:
+                    model.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
+                result = align(mixture, model, datamodule, main_steps=end - begin, grad_clip=trainer.gradient_clip_val)
+                datamodule.pin_weights(begin, dict(zip(result.domains, result.weights)))
+                self._report_mixture(result, round_index, begin)
+            trainer.fit_loop.epoch_loop.max_steps = end
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+            if end < total:
+                ckpt_path = str(Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints" / f"round-{round_index}.ckpt")
+                trainer.save_checkpoint(ckpt_path)
+            step = end
+
+    def _resolve_ckpt_path(self, ckpt_path: str) -> str:
+        if ckpt_path == "last":
+            dirpath = self.trainer.checkpoint_callback.dirpath if self.trainer.checkpoint_callback else None
+            if not dirpath or not (Path(dirpath) / "last.ckpt").exists():
+                raise ValueError(f"--ckpt_path last: no last.ckpt in checkpoint.dirpath ({dirpath})")
+            return str(Path(dirpath) / "last.ckpt")
+        return ckpt_path
+
+    def _report_mixture(self, result, round_index: int, step: int) -> None:
+        print(f"\nmixture for round {round_index} (from step {step}):\n{result.table()}\n")
+        logger = self.trainer.logger
+        if logger is not None:
+            logger.log_metrics({f"mixture/weight/{d}": float(w) for d, w in zip(result.domains, result.weights)}, step)
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("mixture/diagnostics", f"round {round_index}\n\n    " + result.table().replace("\n", "\n    "), step)
 
 
 def _parser_kwargs(run: bool) -> dict:
@@ -71,6 +131,32 @@ def prepare_main(args: list[str]) -> None:
         train, val = splits["train"], splits["val"]
         print(f"{domain:<24} {train['documents']:>10} {train['tokens']:>13} {val['documents']:>9} {val['tokens']:>11}")
     print(json.dumps({"tokenizer": manifest["tokenizer"]["spec"], "dtype": manifest["dtype"]}))
+
+
+def weights_main(args: list[str]) -> None:
+    """`mixalign weights --config ... --out weights.yaml`: compute the aligned weights alone."""
+    out = _pop_option(args, "--out")
+    if out is None:
+        raise SystemExit("mixalign weights: --out PATH is required (the weights YAML to write)")
+    cli = MixalignCLI(args=args, run=False)
+    trainer = cli.trainer
+    result = align(cli.mixture_config(), cli.model, cli.datamodule, trainer.max_steps, trainer.gradient_clip_val)
+    png = write_weights(result, out)
+    print(result.table())
+    print(f"weights written to {out} (bar chart {png}); train on them with --data.weights {out}")
+
+
+def _pop_option(args: list[str], name: str) -> str | None:
+    """Remove `name VALUE` / `name=VALUE` from args (options LightningCLI's parser does not know)."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+            del args[i : i + 2]
+            return value
+        if arg.startswith(name + "="):
+            del args[i]
+            return arg.split("=", 1)[1]
+    return None
 
 
 def score_main(args: list[str]) -> None:
@@ -122,14 +208,15 @@ def kl_main(args: list[str]) -> None:
         print(f"model map: {cfg.map}")
 
 
-SUBCOMMAND_MAINS = {"prepare": prepare_main, "score": score_main, "kl": kl_main}
+SUBCOMMAND_MAINS = {"prepare": prepare_main, "weights": weights_main, "score": score_main, "kl": kl_main}
 
 
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in SUBCOMMAND_MAINS:
+        sys.argv = [f"{sys.argv[0]} {argv[0]}"]  # the subcommand parses its own arguments
         return SUBCOMMAND_MAINS[argv[0]](argv[1:])
-    MixalignCLI(args=argv)
+    MixalignCLI(args=args)
 
 
 if __name__ == "__main__":

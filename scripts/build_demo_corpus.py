@@ -47,10 +47,6 @@ PYDOC_HTML = Path("/usr/share/doc/python3.11/html")
 MAN_PACKAGES = ("manpages", "manpages-dev")
 
 
-class Stats(Counter):
-    """Per-domain counters of what was read, skipped and why."""
-
-
 # ---------------------------------------------------------------- decoding helpers
 
 

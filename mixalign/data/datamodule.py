@@ -79,7 +79,8 @@ class PileMixtureDataModule(L.LightningDataModule):
         self.block_size = block_size
         self.batch_size = batch_size
         self.data: PreparedData | None = None
-        self.weights: np.ndarray | None = None
+        self.schedule: dict[int, np.ndarray] = {}  # first step -> weights in force from there on
+        self._pinned: dict[int, np.ndarray] = {}
 
     def prepare_data(self) -> None:
         prepare(self.config, self.hparams.cache_dir, self.hparams.num_proc)
@@ -95,7 +96,21 @@ class PileMixtureDataModule(L.LightningDataModule):
         return self.data.domains
 
     def set_weights(self, spec) -> None:
-        """Validate and apply domain weights (also used when a mixture is computed before training)."""
+        """The weights from the config (replaced by a checkpoint's schedule on resume)."""
+        self.schedule = {0: self._checked_weights(spec)}
+
+    def pin_weights(self, step: int, spec) -> None:
+        """Weights computed in this session for training from `step` on; they survive checkpoint restore."""
+        self.schedule[step] = self._pinned[step] = self._checked_weights(spec)
+
+    def weights_at(self, step: int) -> np.ndarray:
+        return self.schedule[max(s for s in self.schedule if s <= step)]
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.weights_at(self.trainer.global_step if self.trainer else 0)
+
+    def _checked_weights(self, spec) -> np.ndarray:
         train_tokens = [self.data.count(d, "train") for d in self.domains]
         weights = resolve_weights(spec, self.domains, train_tokens)
         for domain, weight, tokens in zip(self.domains, weights, train_tokens):
@@ -104,7 +119,7 @@ class PileMixtureDataModule(L.LightningDataModule):
                     f"domain {domain!r} has {tokens} training tokens, fewer than one window of "
                     f"data.block_size + 1 = {self.block_size + 1}; give it weight 0 or lower block_size"
                 )
-        self.weights_spec, self.weights = spec, weights
+        return weights
 
     def train_dataset(self, start: int = 0, rank: int = 0, weights: np.ndarray | None = None) -> MixtureBatches:
         """Training batches from `weights` (default: the weights in force)."""
@@ -137,12 +152,13 @@ class PileMixtureDataModule(L.LightningDataModule):
         return [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def state_dict(self) -> dict:
-        """The weights in force, so that resuming trains on the same mixture."""
-        return {"weights": dict(zip(self.domains, map(float, self.weights)))} if self.weights is not None else {}
+        """The weights schedule, so that resuming trains on the same mixture at every step."""
+        return {"schedule": {step: dict(zip(self.domains, map(float, w))) for step, w in self.schedule.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("weights"):
-            self.set_weights(state["weights"])
+        if state.get("schedule"):
+            self.schedule = {int(step): self._checked_weights(w) for step, w in state["schedule"].items()}
+        self.schedule.update(self._pinned)
 
     def _loader(self, dataset, batch_size) -> DataLoader:
         workers = self.hparams.num_workers

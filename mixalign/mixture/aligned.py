@@ -17,10 +17,10 @@ import yaml
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.io import atomic_path
 from mixalign.llvec.estimators import centre
-from mixalign.llvec.scoring import score_token_ids
-from mixalign.llvec.textset import TextSet
-from mixalign.llvec.vectors import LogLikelihoodVector, load_vector, save_vector
-from mixalign.mixture.probes import ProbeJob, ProbeSettings, probe_key, run_probes, state_fingerprint
+from mixalign.llvec.scoring import model_vector, score_token_ids
+from mixalign.llvec.textset import TextSet, load_textset, subset_textset
+from mixalign.llvec.vectors import LogLikelihoodVector, load_vector, save_vector, vector_from_scores
+from mixalign.mixture.probes import ProbeJob, ProbeSettings, probe_key, run_probes, state_fingerprint, train_steps
 from mixalign.mixture.solvers import diagnose, linearity_check, smooth, solve_direction, solve_distance
 from mixalign.model.nanogpt import GPT
 
@@ -161,13 +161,13 @@ def compute_mixture(
             max_batch_tokens=config.max_batch_tokens, device=next(base.parameters()).device,
         )
         l0 = scored.values
-        save_vector(_vector(l0, textset, "base"), base_path)
+        save_vector(vector_from_scores(scored, textset, "base"), base_path)
 
     def job(name: str, weights: np.ndarray) -> ProbeJob:
         return ProbeJob(
             name=name, config=base.config, base_state=base_state,
             batches=datamodule.train_dataset(weights=weights),
-            token_ids=token_ids, textset_hash=textset.hash, mean_bytes=textset.mean_bytes,
+            token_ids=token_ids, textset=textset,
             settings=settings, max_batch_tokens=config.max_batch_tokens,
             path=cache / f"probe-{probe_key(**common, probe=name, weights=weights.round(12).tolist())}.npz",
         )
@@ -227,11 +227,36 @@ def compute_mixture(
     )
 
 
-def _vector(values: np.ndarray, textset: TextSet, model: str) -> LogLikelihoodVector:
-    return LogLikelihoodVector(
-        values=values, textset_hash=textset.hash, model=model, mean_bytes=textset.mean_bytes,
-        domains=textset.domains, n_bytes=textset.n_bytes, meta={},
+def align(config: MixtureConfig, module, datamodule: PileMixtureDataModule, main_steps: int,
+          grad_clip: float | None) -> MixtureResult:
+    """The method from the model's current weights: text set, target vector, probes, solve.
+
+    `module` is the `NanoGPTModule` about to be trained (its optimizer settings are the probes'),
+    so `mixalign weights` and `fit` compute identical weights from identical configs.
+    """
+    if config.target is None:
+        raise ValueError("mixture.target is not set: name the target model (checkpoint, HF directory or .npz)")
+    datamodule.setup("fit")
+    textset = load_textset(config.textset)
+    if config.n_texts:
+        textset = subset_textset(textset, config.n_texts)
+    target = model_vector(config.target, textset, config.cache_dir, config.max_batch_tokens)
+    hp = module.hparams
+    settings = ProbeSettings(
+        steps=config.probe_steps,
+        learning_rate=config.probe_learning_rate or hp.learning_rate,
+        weight_decay=hp.weight_decay,
+        betas=tuple(hp.betas),
+        batch_size=datamodule.batch_size,
+        block_size=datamodule.block_size,
+        grad_clip=grad_clip,
+        seed=datamodule.hparams.seed,
     )
+    if config.warmup_steps:
+        uniform = np.full(len(datamodule.domains), 1 / len(datamodule.domains))
+        warmup = ProbeSettings(**{**asdict(settings), "steps": config.warmup_steps, "learning_rate": hp.learning_rate})
+        train_steps(module.model, datamodule.train_dataset(weights=uniform), warmup)
+    return compute_mixture(config, module.model, datamodule, textset, target, settings, main_steps)
 
 
 def write_weights(result: MixtureResult, path: str | Path) -> Path:

@@ -16,12 +16,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mixalign.data.sampling import MixtureBatches
 from mixalign.llvec.scoring import score_token_ids
-from mixalign.llvec.vectors import LogLikelihoodVector, load_vector, save_vector
+from mixalign.llvec.textset import TextSet
+from mixalign.llvec.vectors import LogLikelihoodVector, load_vector, save_vector, vector_from_scores
 from mixalign.model.module import param_groups
 from mixalign.model.nanogpt import GPT, GPTConfig
 
@@ -71,8 +71,7 @@ class ProbeJob:
     base_state: dict
     batches: MixtureBatches  # the probe's domain (or mixture) weights; pickles without token arrays
     token_ids: list[list[int]]
-    textset_hash: str
-    mean_bytes: float
+    textset: TextSet
     settings: ProbeSettings
     max_batch_tokens: int
     path: Path
@@ -88,13 +87,8 @@ def run_probe(job: ProbeJob) -> LogLikelihoodVector:
         model.token_logprobs, job.token_ids, context=model.config.block_size, max_batch_tokens=job.max_batch_tokens,
         device=next(model.parameters()).device,
     )
-    vector = LogLikelihoodVector(
-        values=result.values,
-        textset_hash=job.textset_hash,
-        model=f"probe {job.name}, {job.settings.steps} steps",
-        mean_bytes=job.mean_bytes,
-        domains=(),
-        n_bytes=np.zeros(0, dtype=np.int64),
+    vector = vector_from_scores(
+        result, job.textset, f"probe {job.name}, {job.settings.steps} steps",
         meta={"probe": job.name, "settings": asdict(job.settings)},
     )
     save_vector(vector, job.path)

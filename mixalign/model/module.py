@@ -156,6 +156,8 @@ class NanoGPTModule(L.LightningModule):
         sums, _ = self.train_tokens.compute()
         total = sums.sum().clamp_min(1)
         metrics.update({f"train/frac/{d}": (sums[i] / total).item() for i, d in enumerate(self.domains)})
+        weights = self.trainer.datamodule.weights  # the mixture in force at this step
+        metrics.update({f"mixture/weight/{d}": float(w) for d, w in zip(self.domains, weights)})
         self.log_dict(metrics, on_step=True, on_epoch=False)
 
     # -- validation ------------------------------------------------------------------------------

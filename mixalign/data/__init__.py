@@ -1,0 +1,1 @@
+"""Data: read Pile-format shards, tokenize once, sample windows by domain weights."""
