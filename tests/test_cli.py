@@ -2,45 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "tiny.yaml"
-DEMO_DOMAINS = ["bible", "code", "dictionary", "docs", "email", "legal", "math", "quotes"]
+from conftest import DEMO_DOMAINS, mixalign, reported_metric, scalars, tiny
 
 pytestmark = pytest.mark.slow
-
-
-def mixalign(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mixalign", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"mixalign {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("demo_cache")
-
-
-def tiny(*extra: str, cache: Path) -> list[str]:
-    return ["--config", str(TINY), "--data.cache_dir", str(cache), *extra]
 
 
 def test_print_config_round_trips(tmp_path, demo_cache):
@@ -65,9 +31,7 @@ def test_fit_logs_then_validate_reproduces_val_loss(tmp_path, demo_cache):
 
     last = run / "checkpoints" / "last.ckpt"
     out = mixalign("validate", *tiny(f"--ckpt_path={last}", cache=demo_cache), cwd=tmp_path).stdout
-    line = next(line for line in out.splitlines() if "val/loss " in line or "val/loss│" in line.replace(" ", ""))
-    reported = float(line.replace("│", " ").split()[-1])
-    assert reported == pytest.approx(logged["val/loss"][-1][1], abs=1e-5)
+    assert reported_metric(out, "val/loss") == pytest.approx(logged["val/loss"][-1][1], abs=1e-5)
 
 
 def test_resume_continues_exactly(tmp_path, demo_cache):

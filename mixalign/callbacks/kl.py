@@ -125,21 +125,23 @@ class LogLikelihoodKL(L.Callback):
         pl_module.log("kl", estimate.kl_bits_per_byte, prog_bar=True, logger=False)
 
         self.history.append((step, vector))
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if trainer.is_global_zero:
             if isinstance(trainer.logger, TensorBoardLogger):
                 trainer.logger.experiment.add_histogram(
                     "val/centred_log_likelihood_difference", centre(l_model - l_target).numpy(), step
                 )
-            if trainer.log_dir:
-                save_vector(vector, Path(trainer.log_dir) / "llvec" / f"step-{step:08d}.npz")
+            if log_dir:
+                save_vector(vector, Path(log_dir) / "llvec" / f"step-{step:08d}.npz")
 
     # -- end of fit ------------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not self.history or not trainer.log_dir:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        if not trainer.is_global_zero or not self.history or not log_dir:
             return
         vectors = [v for _, v in self.history] + [self.target_vector]
         labels = [f"step {s}" for s, _ in self.history] + ["target"]
-        png = Path(trainer.log_dir) / "model_map.png"
+        png = Path(log_dir) / "model_map.png"
         figure = save_model_map(vectors, labels, png, title="training trajectory and target")
         if isinstance(trainer.logger, TensorBoardLogger):
             trainer.logger.experiment.add_figure("model_map", figure, trainer.global_step)

@@ -7,10 +7,12 @@ import time
 
 import lightning as L
 import torch
+from tokenizers import Tokenizer
 from torchmetrics import Metric
 
+from mixalign.data.tokenizer import tokenizer_hash
 from mixalign.model.checkpoint import gpt_from_checkpoint
-from mixalign.model.nanogpt import GPT, GPTConfig
+from mixalign.model.nanogpt import GPT, GPTConfig, distillation_loss
 
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -64,6 +66,10 @@ class NanoGPTModule(L.LightningModule):
         betas: AdamW betas.
         init_from: start from this mixalign checkpoint's weights (continued pretraining); it must
             have the same architecture. Unlike ``--ckpt_path`` it restores no optimizer or step.
+        teacher: knowledge-distillation baseline: a mixalign checkpoint with the same tokenizer;
+            the loss becomes (1 - alpha) CE + alpha T^2 KL(teacher || student).
+        distill_alpha: alpha of the distillation loss.
+        distill_temperature: T of the distillation loss.
     """
 
     def __init__(
@@ -82,6 +88,9 @@ class NanoGPTModule(L.LightningModule):
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
         init_from: str | None = None,
+        teacher: str | None = None,
+        distill_alpha: float = 0.5,
+        distill_temperature: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -91,6 +100,7 @@ class NanoGPTModule(L.LightningModule):
             base, _ = gpt_from_checkpoint(init_from, expect=self.config)
             self.model.load_state_dict(base.state_dict())
         self.domains: list[str] = []
+        self._teacher: list[GPT] = []  # a list keeps the teacher out of state_dict and the optimizer
         self._last_log: tuple[float, int] | None = None
 
     # -- setup -----------------------------------------------------------------------------------
@@ -113,6 +123,26 @@ class NanoGPTModule(L.LightningModule):
         self.tokenizer_json = datamodule.data.tokenizer_path.read_text(encoding="utf-8")
         self.train_tokens = DomainSums(len(self.domains))
         self.val_losses = DomainSums(len(self.domains))
+        if self.hparams.teacher and not self._teacher:
+            self._teacher.append(self._load_teacher(self.hparams.teacher))
+
+    def _load_teacher(self, path: str) -> GPT:
+        teacher, checkpoint = gpt_from_checkpoint(path)
+        stored = checkpoint.get("mixalign", {}).get("tokenizer_json")
+        if stored is None or tokenizer_hash(Tokenizer.from_str(stored)) != tokenizer_hash(Tokenizer.from_str(self.tokenizer_json)):
+            raise ValueError(
+                f"model.teacher {path}: its tokenizer differs from the data's ({self.trainer.datamodule.hparams.tokenizer}); "
+                "distillation compares token distributions, so both must share one tokenizer"
+            )
+        if teacher.config.vocab_size != self.config.vocab_size:
+            raise ValueError(
+                f"model.teacher {path}: vocab_size {teacher.config.vocab_size} differs from the student's {self.config.vocab_size}"
+            )
+        return teacher.requires_grad_(False)
+
+    def on_fit_start(self) -> None:
+        for teacher in self._teacher:
+            teacher.to(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Make the checkpoint self-contained for scoring (tokenizer) and exact resumption (counts)."""
@@ -137,7 +167,14 @@ class NanoGPTModule(L.LightningModule):
         return -self.model.token_logprobs(batch["input"], batch["target"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.token_losses(batch).mean()
+        if self._teacher:
+            logits = self.model(batch["input"])
+            with torch.no_grad():
+                teacher_logits = self._teacher[0](batch["input"])
+            hp = self.hparams
+            loss = distillation_loss(logits, teacher_logits, batch["target"], hp.distill_alpha, hp.distill_temperature)
+        else:
+            loss = self.token_losses(batch).mean()
         self.log("train/loss", loss, prog_bar=True)
         self.train_tokens.update(batch["domain"], torch.full_like(batch["domain"], batch["target"].size(1)))
         return loss

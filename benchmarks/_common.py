@@ -1,0 +1,123 @@
+"""Shared helpers for the benchmark scripts: machine facts, peak memory, tables, atomic JSON results.
+
+Every benchmark writes `benchmarks/results/<name>.json` through `mixalign.io.write_bytes_atomic`,
+so a killed run never leaves a truncated result behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from mixalign.io import write_bytes_atomic
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_CACHE = os.environ.get("MIXALIGN_BENCH_CACHE", "/tmp/mixalign-bench/data_cache")
+
+# configs/pile.yaml (the demo job): model and data sizes every benchmark uses unless told otherwise.
+PILE_MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=128, dropout=0.0)
+PILE_OPTIM = dict(learning_rate=2.0e-3, min_lr=2.0e-4, warmup_steps=50, weight_decay=0.1, betas=(0.9, 0.95))
+PILE_DATA = dict(source="demo", tokenizer="demo-4k", weights="uniform", block_size=128, batch_size=16,
+                 val_fraction=0.1, val_windows_per_domain=16, seed=1337)
+PILE_TRAINER = dict(log_every_n_steps=10, gradient_clip_val=1.0, precision="32-true")
+SEED = 1337
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, RAM, versions, date: recorded next to every figure."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    import lightning
+    import numpy
+
+    info = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": cpu,
+        "ram_gib": ram_gib,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (ru_maxrss is KiB on Linux)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+            return f"{value:.3e}"
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
+    return str(value)
+
+
+def write_result(name: str, payload: dict[str, Any], out_dir: str | os.PathLike | None = None) -> Path:
+    """Write `<out_dir>/<name>.json` atomically, with the machine facts and the command line."""
+    out = Path(out_dir) if out_dir else RESULTS
+    payload = {
+        "benchmark": name,
+        "command": " ".join(["python", *[_rel(a) for a in sys.argv]]),
+        "machine": machine(),
+        **payload,
+    }
+    path = out / f"{name}.json"
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    return path
+
+
+def _rel(arg: str) -> str:
+    try:
+        return str(Path(arg).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return arg
+
+
+def prepared_datamodule(cache_dir: str = DEFAULT_CACHE, **overrides):
+    """The demo config's `PileMixtureDataModule`, prepared (tokenized once into `cache_dir`) and set up."""
+    from mixalign.data.datamodule import PileMixtureDataModule
+
+    dm = PileMixtureDataModule(**{**PILE_DATA, **overrides}, cache_dir=cache_dir)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm

@@ -1,0 +1,73 @@
+"""End to end: `mixalign weights`, fit on computed weights, cached probes, a known answer."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import DEMO_DOMAINS, mixalign, scalars, tiny
+
+pytestmark = pytest.mark.slow
+
+
+def mixture_args(target, *extra: str) -> list[str]:
+    return ["--mixture.target", str(target), "--mixture.n_texts", "120", "--mixture.probe_steps", "20", *extra]
+
+
+@pytest.fixture(scope="module")
+def weights_run(tmp_path_factory, demo_cache, tiny_target):
+    work = tmp_path_factory.mktemp("weights")
+    first = mixalign("weights", *tiny(*mixture_args(tiny_target), cache=demo_cache), "--out", "w.yaml", cwd=work)
+    again = mixalign("weights", *tiny(*mixture_args(tiny_target), cache=demo_cache), "--out", "w2.yaml", cwd=work)
+    return work, first.stdout, again.stdout
+
+
+def test_weights_file_is_valid_with_diagnostics(weights_run):
+    work, stdout, _ = weights_run
+    content = yaml.safe_load((work / "w.yaml").read_text())
+    weights = content["weights"]
+    assert sorted(weights) == DEMO_DOMAINS
+    assert sum(weights.values()) == pytest.approx(1.0) and min(weights.values()) >= 0
+    diagnostics = content["diagnostics"]
+    assert -1 <= diagnostics["mixture_cosine"] <= 1 and diagnostics["relative_residual"] >= 0
+    assert sorted(diagnostics["domain_cosines"]) == DEMO_DOMAINS
+    assert diagnostics["linearity_cosine"] is not None
+    assert content["provenance"]["n_texts"] == 120 and len(content["provenance"]["textset_hash"]) == 64
+    assert (work / "w.png").stat().st_size > 5_000
+    assert "probes trained this time: 9" in stdout
+
+
+def test_rerun_reuses_cached_probes(weights_run):
+    work, _, again = weights_run
+    assert "probes trained this time: 0" in again
+    assert yaml.safe_load((work / "w.yaml").read_text())["weights"] == yaml.safe_load((work / "w2.yaml").read_text())["weights"]
+
+
+def test_known_answer_two_dominant_domains(weights_run):
+    """The target was trained from the same init on code 0.45, math 0.45, bible 0.1."""
+    work, _, _ = weights_run
+    weights = yaml.safe_load((work / "w.yaml").read_text())["weights"]
+    assert set(sorted(weights, key=weights.get)[-2:]) == {"code", "math"}
+
+
+def test_fit_on_weights_file_draws_those_proportions(weights_run, demo_cache):
+    work, _, _ = weights_run
+    weights = yaml.safe_load((work / "w.yaml").read_text())["weights"]
+    mixalign("fit", *tiny("--data.weights", "w.yaml", "--data.batch_size", "40", "--trainer.max_steps", "50",
+                          "--trainer.val_check_interval", "50", "--trainer.log_every_n_steps", "50",
+                          "--trainer.default_root_dir", "on_weights", cache=demo_cache), cwd=work)
+    logged = scalars(work / "on_weights" / "lightning_logs" / "version_0")
+    for domain in DEMO_DOMAINS:
+        (step, frac), = logged[f"train/frac/{domain}"]
+        assert step == 49  # 50 steps x 40 windows = 2,000 samples
+        assert frac == pytest.approx(weights[domain], abs=0.02)
+        assert logged[f"mixture/weight/{domain}"][-1][1] == pytest.approx(weights[domain], abs=1e-6)
+
+
+def test_aligned_training_ends_closer_to_target_than_uniform(tmp_path, demo_cache, tiny_target):
+    kl_callback = ["--trainer.callbacks+=mixalign.callbacks.LogLikelihoodKL",
+                   f"--trainer.callbacks.target={tiny_target}", "--trainer.callbacks.n_texts=120"]
+    final = {}
+    for name, extra in {"uniform": [], "aligned": mixture_args(tiny_target)}.items():
+        mixalign("fit", *tiny(*kl_callback, *extra, "--trainer.default_root_dir", name, cache=demo_cache), cwd=tmp_path)
+        final[name] = scalars(tmp_path / name / "lightning_logs" / "version_0")["val/kl_to_target"][-1][1]
+    assert final["aligned"] < final["uniform"]
