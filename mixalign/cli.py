@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.llvec.estimators import estimate_kl
 from mixalign.llvec.plots import save_model_map
@@ -68,7 +70,26 @@ class MixalignCLI(LightningCLI):
         mixture = self.mixture_config()
         trainer = self.trainer
         if mixture.target is None:
-            return trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+        else:
+            self._fit_rounds(mixture, model, datamodule, ckpt_path, **kwargs)
+        self._print_summary(datamodule)
+
+    def _print_summary(self, datamodule: PileMixtureDataModule) -> None:
+        """One line a person can read at the end of a run: the distance moved, on what mixture."""
+        if not self.trainer.is_global_zero:
+            return
+        kl = next((c for c in self.trainer.callbacks if isinstance(c, LogLikelihoodKL)), None)
+        weights = ", ".join(f"{d} {w:.3f}" for d, w in zip(datamodule.domains, datamodule.weights))
+        if kl is not None and kl.kl_history:
+            (start_step, start), (end_step, end) = kl.kl_history[0], kl.kl_history[-1]
+            print(f"SUMMARY: KL to target {start:.4f} -> {end:.4f} bits/byte (step {start_step} -> {end_step}); "
+                  f"weights: {weights}")
+        else:
+            print(f"SUMMARY: trained to step {self.trainer.global_step}; weights: {weights}")
+
+    def _fit_rounds(self, mixture: MixtureConfig, model, datamodule, ckpt_path, **kwargs) -> None:
+        trainer = self.trainer
         total = trainer.max_steps
         if total <= 0:
             raise ValueError("trainer.max_steps must be set when mixture.target is set (rounds split it)")
@@ -137,7 +158,7 @@ def weights_main(args: list[str]) -> None:
     """`mixalign weights --config ... --out weights.yaml`: compute the aligned weights alone."""
     out = _pop_option(args, "--out")
     if out is None:
-        raise SystemExit("mixalign weights: --out PATH is required (the weights YAML to write)")
+        raise ValueError("mixalign weights: --out PATH is required (the weights YAML to write)")
     cli = MixalignCLI(args=args, run=False)
     trainer = cli.trainer
     result = align(cli.mixture_config(), cli.model, cli.datamodule, trainer.max_steps, trainer.gradient_clip_val)
@@ -212,11 +233,21 @@ SUBCOMMAND_MAINS = {"prepare": prepare_main, "weights": weights_main, "score": s
 
 
 def main(args: list[str] | None = None) -> None:
+    """Run a subcommand; a user error (bad config, data, checkpoint) is one clear line and exit code 2.
+
+    Set MIXALIGN_DEBUG=1 to see the traceback instead.
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in SUBCOMMAND_MAINS:
-        sys.argv = [f"{sys.argv[0]} {argv[0]}"]  # the subcommand parses its own arguments
-        return SUBCOMMAND_MAINS[argv[0]](argv[1:])
-    MixalignCLI(args=args)
+    try:
+        if argv and argv[0] in SUBCOMMAND_MAINS:
+            sys.argv = [f"{sys.argv[0]} {argv[0]}"]  # the subcommand parses its own arguments
+            return SUBCOMMAND_MAINS[argv[0]](argv[1:])
+        MixalignCLI(args=args)
+    except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError
+        if os.environ.get("MIXALIGN_DEBUG"):
+            raise
+        print(f"mixalign: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

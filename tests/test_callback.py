@@ -44,15 +44,15 @@ def two_seeds(tmp_path_factory, demo_cache, tiny_target) -> dict[int, Path]:
 def test_kl_logged_at_every_validation_with_vectors_and_map(two_seeds):
     run = two_seeds[1]
     logged = scalars(run)
-    assert [step for step, _ in logged["val/kl_to_target"]] == list(range(9, 150, 10))
-    assert len(logged["val/kl_to_target_se"]) == len(logged["val/ce_gap_to_target"]) == 15
+    assert [step for step, _ in logged["val/kl_to_target"]] == [0, *range(9, 150, 10)]  # start, then validations
+    assert len(logged["val/kl_to_target_se"]) == len(logged["val/ce_gap_to_target"]) == 16
     assert all(value > 0 for _, value in logged["val/kl_to_target"])
     for domain in DEMO_DOMAINS:
         if domain != "email":  # the demo text set holds too few email texts for a per-domain estimate
-            assert len(logged[f"val/kl_to_target/{domain}"]) == 15
+            assert len(logged[f"val/kl_to_target/{domain}"]) == 16
     assert (run / "model_map.png").stat().st_size > 10_000
     vectors = sorted((run / "llvec").glob("step-*.npz"))
-    assert [v.name for v in vectors] == [f"step-{s:08d}.npz" for s in range(10, 151, 10)]
+    assert [v.name for v in vectors] == [f"step-{s:08d}.npz" for s in range(0, 151, 10)]
     # The logged value is the estimator applied to the saved vectors.
     target = load_vector(next((run.parents[1] / "llvec_cache").glob("vector-*.npz")))
     assert kl(load_vector(vectors[-1]), target) == pytest.approx(logged["val/kl_to_target"][-1][1], rel=1e-5)

@@ -18,7 +18,7 @@ from mixalign.data.weights import resolve_weights
 
 def _config(source, **overrides):
     base = dict(source=str(source), tokenizer=None, bpe_vocab_size=300, domains=None,
-                val_fraction=0.1, seed=1, skip_malformed=False)
+                val_fraction=0.1, split_seed=1, skip_malformed=False)
     return PrepareConfig(**{**base, **overrides})
 
 

@@ -53,6 +53,7 @@ class LogLikelihoodKL(L.Callback):
         self.textset: TextSet | None = None
         self.target_vector: LogLikelihoodVector | None = None
         self.history: list[tuple[int, LogLikelihoodVector]] = []
+        self.kl_history: list[tuple[int, float]] = []  # (step, KL in bits/byte), for the end-of-fit summary
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -60,6 +61,7 @@ class LogLikelihoodKL(L.Callback):
             return
         textset = load_textset(resolve_textset(self.textset_spec))
         self.textset = subset_textset(textset, self.n_texts) if self.n_texts else textset
+        trainer.datamodule.check_heldout(self.textset)
         self.token_ids = trainer.datamodule.encode(self.textset.texts)  # the model's own tokenizer
         self.target_vector = self._target_vector(trainer)
 
@@ -96,9 +98,8 @@ class LogLikelihoodKL(L.Callback):
             values[r::world] = gathered[r, : len(range(r, n, world))]
         return values
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Score the current model, save its vector, and return the KL metrics to log."""
         values = self._score_sharded(trainer, pl_module)
         step = trainer.global_step
         vector = LogLikelihoodVector(
@@ -121,10 +122,8 @@ class LogLikelihoodKL(L.Callback):
         }
         by_domain = per_group_kl(l_model, l_target, list(self.textset.domains), self.textset.n_bytes, self.clip_quantile)
         metrics.update({f"val/kl_to_target/{d}": e.kl_bits_per_byte for d, e in by_domain.items()})
-        pl_module.log_dict(metrics, prog_bar=False)
-        pl_module.log("kl", estimate.kl_bits_per_byte, prog_bar=True, logger=False)
-
         self.history.append((step, vector))
+        self.kl_history.append((step, estimate.kl_bits_per_byte))
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if trainer.is_global_zero:
             if isinstance(trainer.logger, TensorBoardLogger):
@@ -133,6 +132,26 @@ class LogLikelihoodKL(L.Callback):
                 )
             if log_dir:
                 save_vector(vector, Path(log_dir) / "llvec" / f"step-{step:08d}.npz")
+        return metrics
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The starting point, so that every run shows its distance before any training."""
+        if trainer.global_step != 0 or self.history:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.inference_mode():
+            metrics = self._measure(trainer, pl_module)
+        pl_module.train(was_training)
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=0)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = self._measure(trainer, pl_module)
+        pl_module.log_dict(metrics, prog_bar=False)
+        pl_module.log("kl", metrics["val/kl_to_target"], prog_bar=True, logger=False)
 
     # -- end of fit ------------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -31,7 +31,8 @@ class PileMixtureDataModule(L.LightningDataModule):
         batch_size: windows per batch (per device).
         val_fraction: share of documents held out (by document hash) for validation and text sets.
         val_windows_per_domain: fixed validation windows per domain.
-        seed: fixes the split and the training data order.
+        seed: fixes the training data order (which windows, from which domains, in which batch).
+        split_seed: fixes which documents are held out; text sets are built with the same value.
         cache_dir: where prepared data is stored and reused.
         num_workers: dataloader worker processes.
         num_proc: processes tokenizing shards in parallel during preparation.
@@ -50,6 +51,7 @@ class PileMixtureDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         val_windows_per_domain: int = 16,
         seed: int = 1337,
+        split_seed: int = 1337,
         cache_dir: str = "data_cache",
         num_workers: int = 0,
         num_proc: int = 1,
@@ -70,7 +72,7 @@ class PileMixtureDataModule(L.LightningDataModule):
             bpe_vocab_size=bpe_vocab_size,
             domains=tuple(domains) if domains else None,
             val_fraction=val_fraction,
-            seed=seed,
+            split_seed=split_seed,
             skip_malformed=skip_malformed,
         )
         # Known before any data is read, so the CLI can link it into the model's config.
@@ -145,6 +147,18 @@ class PileMixtureDataModule(L.LightningDataModule):
         tokens = [self.data.tokens(d, "val") for d in self.domains]
         dataset = FixedWindows(tokens, self.block_size, self.hparams.val_windows_per_domain)
         return self._loader(dataset, batch_size=self.batch_size)
+
+    def check_heldout(self, textset) -> None:
+        """A text set drawn from this data must come from documents this split holds out of training."""
+        meta = textset.meta
+        if meta.get("source") != self.hparams.source:
+            return  # texts from another corpus cannot leak from this training data
+        split = {"seed": self.hparams.split_seed, "val_fraction": self.hparams.val_fraction}
+        if meta.get("split") != split:
+            raise DataError(
+                f"text set was built from held-out documents of split {meta.get('split')}, but data uses split "
+                f"{split} (data.split_seed, data.val_fraction): some of its texts would be training documents"
+            )
 
     def encode(self, texts) -> list[list[int]]:
         """Token ids of `texts` under the prepared data's tokenizer (no special tokens added)."""

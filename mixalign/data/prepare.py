@@ -63,7 +63,7 @@ class PrepareConfig:
     bpe_vocab_size: int | None
     domains: tuple[str, ...] | None
     val_fraction: float
-    seed: int
+    split_seed: int
     skip_malformed: bool
 
 
@@ -136,7 +136,7 @@ def cache_key(config: PrepareConfig, paths: list[Path]) -> str:
         "tokenizer": tokenizer,
         "domains": sorted(config.domains) if config.domains else None,
         "val_fraction": config.val_fraction,
-        "seed": config.seed,
+        "split_seed": config.split_seed,
         "skip_malformed": config.skip_malformed,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
@@ -186,7 +186,7 @@ def _train_documents(config: PrepareConfig, paths: list[Path]) -> Iterator[str]:
     for path in paths:
         for doc in read_shard(path, config.skip_malformed):
             if (not config.domains or doc.domain in config.domains) and not is_heldout(
-                doc.text, config.seed, config.val_fraction
+                doc.text, config.split_seed, config.val_fraction
             ):
                 yield doc.text
 
@@ -251,7 +251,7 @@ def _build(config: PrepareConfig, paths: list[Path], key: str, work: Path, num_p
             "vocab_size": tokenizer.get_vocab_size(),
             "eot_id": eot_id(tokenizer),
         },
-        "split": {"seed": config.seed, "val_fraction": config.val_fraction, "by": "document hash"},
+        "split": {"split_seed": config.split_seed, "val_fraction": config.val_fraction, "by": "document hash"},
         "inputs": [{"path": r["path"], "sha256": r["sha256"], "documents": r["documents"]} for r in results],
         "skipped_malformed": malformed,
     }
@@ -289,7 +289,7 @@ def _tokenize_shard(job: tuple[Path, Path, PrepareConfig, str]) -> dict:
             seen.add(doc.domain)
             if config.domains and doc.domain not in config.domains:
                 continue
-            split = "val" if is_heldout(doc.text, config.seed, config.val_fraction) else "train"
+            split = "val" if is_heldout(doc.text, config.split_seed, config.val_fraction) else "train"
             part_key = (doc.domain, split)
             if part_key not in parts:
                 file = out_dir / token_file(doc.domain, split)

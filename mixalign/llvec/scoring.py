@@ -329,10 +329,12 @@ def model_vector(spec: str, textset, cache_dir: str | os.PathLike, max_batch_tok
     `spec` is a checkpoint, a Hugging Face directory, or a saved vector (which must be on this
     text set). The cache key is the model's path and modification time plus the text-set hash.
     """
-    from mixalign.llvec.vectors import load_vector, save_vector, vector_from_scores
+    from mixalign.llvec.vectors import load_vector, save_vector, subset_vector, vector_from_scores
 
     if str(spec).endswith(".npz"):
         vector = load_vector(spec)
+        if vector.textset_hash == textset.meta.get("subset_of"):  # a vector of the full set serves its subsets
+            vector = subset_vector(vector, textset)
         if vector.textset_hash != textset.hash:
             raise ValueError(
                 f"vector {spec} was scored on text set {vector.textset_hash[:12]}, "

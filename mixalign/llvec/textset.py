@@ -244,6 +244,11 @@ def build_textset(
 
 # -- files --------------------------------------------------------------------------------------
 
+def subset_indices(total: int, n: int) -> np.ndarray:
+    """Which texts an `n`-text subset keeps: evenly spaced, so every domain keeps its share."""
+    return np.linspace(0, total - 1, n).round().astype(int)
+
+
 def subset_textset(ts: TextSet, n: int) -> TextSet:
     """An evenly spaced subset of `n` texts (every domain keeps its share), for quicker scoring.
 
@@ -251,7 +256,7 @@ def subset_textset(ts: TextSet, n: int) -> TextSet:
     """
     if not 0 < n <= len(ts):
         raise DataError(f"n_texts must be between 1 and {len(ts)} (the text set's size), got {n}")
-    keep = np.linspace(0, len(ts) - 1, n).round().astype(int)
+    keep = subset_indices(len(ts), n)
     return TextSet(
         texts=tuple(ts.texts[i] for i in keep),
         domains=tuple(ts.domains[i] for i in keep),
@@ -354,4 +359,6 @@ def load_textset(path: str | os.PathLike) -> TextSet:
             f"{path}: text set hash mismatch: header says {str(header.get('hash'))[:12]}, "
             f"contents hash to {ts.hash[:12]} (file modified or corrupt)"
         )
+    if len(ts) == 0:
+        raise DataError(f"{path}: text set with zero texts; a KL estimate needs at least 2")
     return ts

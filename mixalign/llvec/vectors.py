@@ -142,3 +142,17 @@ def check_same_textset(*vectors: LogLikelihoodVector) -> None:
                 f"{first.textset_hash[:12]} (N={len(first)}) vs {other.model!r} on text set "
                 f"{other.textset_hash[:12]} (N={len(other)}); score both models on the same text set"
             )
+
+
+def subset_vector(vec: LogLikelihoodVector, subset) -> LogLikelihoodVector:
+    """The entries of `vec` (scored on a full text set) for `subset`, made by `subset_textset`."""
+    from mixalign.llvec.textset import subset_indices
+
+    keep = subset_indices(len(vec.values), len(subset))
+    picked = LogLikelihoodVector(
+        values=vec.values[keep], textset_hash=subset.hash, model=vec.model, mean_bytes=subset.mean_bytes,
+        domains=tuple(subset.domains), n_bytes=subset.n_bytes.copy(), meta={**vec.meta, "subset_of": vec.textset_hash},
+    )
+    if tuple(np.asarray(vec.domains)[keep]) != picked.domains:
+        raise ValueError(f"vector {vec.model}: its texts do not match the subset {subset.hash[:12]}")
+    return picked

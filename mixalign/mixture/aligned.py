@@ -240,6 +240,7 @@ def align(config: MixtureConfig, module, datamodule: PileMixtureDataModule, main
     textset = load_textset(config.textset)
     if config.n_texts:
         textset = subset_textset(textset, config.n_texts)
+    datamodule.check_heldout(textset)
     target = model_vector(config.target, textset, config.cache_dir, config.max_batch_tokens)
     hp = module.hparams
     settings = ProbeSettings(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from mixalign.io import atomic_path
 from mixalign.model.nanogpt import GPT, GPTConfig
 
 GPT_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "dropout")
@@ -63,3 +64,23 @@ def gpt_from_checkpoint(path: str | Path, expect: GPTConfig | None = None) -> tu
             )
     model.load_state_dict(state)
     return model.eval(), checkpoint
+
+
+KEEP_KEYS = ("state_dict", "hyper_parameters", "datamodule_hyper_parameters", "global_step", "mixalign",
+             "pytorch-lightning_version")
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """A slim copy for inference, scoring and `init_from`: weights, hyper-parameters, tokenizer.
+
+    Optimizer state, loop progress and callbacks are dropped (they roughly triple the size and
+    matter only to resume the very run that wrote them); the copy is written atomically.
+    """
+    checkpoint = read_checkpoint(src)
+    slim = {key: checkpoint[key] for key in KEEP_KEYS if key in checkpoint}
+    slim["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    if "mixalign" in slim:
+        slim["mixalign"] = {k: v for k, v in slim["mixalign"].items() if k != "domain_token_counts"}
+    with atomic_path(dst) as tmp:
+        torch.save(slim, tmp)
+    return Path(dst)

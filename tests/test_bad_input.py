@@ -1,0 +1,155 @@
+"""Bad input: every case exits non-zero with a message naming the file, field or value at fault,
+and leaves no partial output behind (no checkpoint, vector, weights file or half-built cache)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY
+
+from mixalign.cli import main
+from mixalign.data.prepare import _is_valid
+from mixalign.llvec.textset import TextSet, _textset_hash
+
+GOOD = json.dumps({"text": "a perfectly fine document " * 20, "meta": {"pile_set_name": "alpha"}})
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.err + captured.out
+
+
+def outputs(root: Path) -> list[Path]:
+    """What a failed run must not leave: results, or temporaries (dot files and folders) anywhere.
+
+    A prepared-data cache may stay, but only complete (a later run reuses it): checked as well.
+    """
+    cache = root / "cache"
+    for prepared in cache.iterdir() if cache.is_dir() else []:
+        assert prepared.name.startswith(".") or _is_valid(prepared, prepared.name), f"incomplete cache {prepared}"
+    return [p for p in root.rglob("*") if p.name.startswith(".") or (
+        p.is_file() and cache not in p.parents and (p.suffix in {".ckpt", ".npz", ".png"} or p.name == "w.yaml"))]
+
+
+@pytest.fixture()
+def work(tmp_path, corpus) -> Path:
+    (tmp_path / "shards").mkdir()
+    return tmp_path
+
+
+def fit(work: Path, corpus: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", str(TINY), "--data.source", str(corpus), "--data.tokenizer", "null",
+            "--data.bpe_vocab_size", "300", "--data.cache_dir", str(work / "cache"),
+            "--trainer.default_root_dir", str(work / "run"), "--trainer.max_steps", "2", *extra]
+
+
+def shard(work: Path, name: str, content: bytes) -> str:
+    path = work / "shards" / name
+    path.write_bytes(content)
+    return str(path)
+
+
+CASES = {
+    "nonexistent data path": (lambda w, c: fit(w, c, "--data.source", str(w / "nope")), r"data.source '.*nope': no such file"),
+    "empty shard": (lambda w, c: fit(w, c, "--data.source", shard(w, "empty.jsonl", b"")), r"empty.jsonl: no documents"),
+    "malformed JSON line": (lambda w, c: fit(w, c, "--data.source", shard(w, "bad.jsonl", f"{GOOD}\n{{oops\n".encode())),
+                            r"bad.jsonl:2: malformed JSON"),
+    "line without text": (lambda w, c: fit(w, c, "--data.source", shard(w, "t.jsonl", b'{"meta": {"pile_set_name": "a"}}\n')),
+                          r"t.jsonl:1: missing string field 'text'"),
+    "line without pile_set_name": (lambda w, c: fit(w, c, "--data.source", shard(w, "m.jsonl", b'{"text": "x", "meta": {}}\n')),
+                                   r"m.jsonl:1: missing string field 'meta.pile_set_name'"),
+    "non-UTF-8 bytes": (lambda w, c: fit(w, c, "--data.source", shard(w, "u.jsonl", GOOD.encode() + b"\n\xff\xfe\n")),
+                        r"u.jsonl:2: not valid UTF-8"),
+    "unknown domain in domains": (lambda w, c: fit(w, c, "--data.domains", "[alpha, omega]"),
+                                  r"unknown domain\(s\) \['omega'\]; the data has: \['alpha', 'beta', 'gamma'\]"),
+    "unknown domain in weights": (lambda w, c: fit(w, c, "--data.weights", "{alpha: 1, omega: 1}"),
+                                  r"data.weights: unknown domain\(s\) \['omega'\]"),
+    "negative weight": (lambda w, c: fit(w, c, "--data.weights", "{alpha: -1, beta: 2}"), r"weight of 'alpha' is negative \(-1"),
+    "all-zero weights": (lambda w, c: fit(w, c, "--data.weights", "{alpha: 0, beta: 0}"), r"data.weights: all weights are zero"),
+    "weights file not YAML": (lambda w, c: fit(w, c, "--data.weights", shard(w, "w.yaml", b"alpha: [1, 2\n")),
+                              r"w.yaml is not valid YAML"),
+    "domain smaller than a window": (lambda w, c: fit(w, c, "--data.val_fraction", "0.3", "--data.source", shard(
+        w, "s.jsonl", c.read_bytes() + "".join(json.dumps({"text": f"t{i}", "meta": {"pile_set_name": "tiny"}}) + "\n"
+                                               for i in range(20)).encode())),
+                                     r"domain 'tiny' has \d+ training tokens, fewer than one window of data.block_size \+ 1 = 65"),
+    "tokenizer path missing": (lambda w, c: fit(w, c, "--data.tokenizer", str(w / "tok.json"), "--data.bpe_vocab_size", "null"),
+                               r"no tokenizer found for '.*tok.json'"),
+    "vocab larger than the model's": (lambda w, c: fit(w, c, "--data.tokenizer", "gpt2", "--data.bpe_vocab_size", "null",
+                                                       "--model.init_from", str(REPO / "checkpoints/base.ckpt"),
+                                                       "--model.n_layer", "4", "--model.n_head", "4", "--model.n_embd", "128",
+                                                       "--model.block_size", "128"),
+                                      r"another architecture \(vocab_size: checkpoint 4096 vs config 50257\)"),
+    "checkpoint of another architecture": (lambda w, c: fit(w, c, "--data.tokenizer", "demo-4k", "--data.bpe_vocab_size", "null",
+                                                            "--model.init_from", str(REPO / "checkpoints/base.ckpt")),
+                                           r"base.ckpt: checkpoint is of another architecture \(n_layer: checkpoint 4 vs config 2"),
+    "truncated checkpoint": (lambda w, c: fit(w, c, "--model.init_from",
+                                              shard(w, "cut.ckpt", (REPO / "checkpoints/base.ckpt").read_bytes()[:4096])),
+                             r"cut.ckpt: cannot load checkpoint \(truncated or corrupt"),
+    "block_size larger than the model's": (lambda w, c: fit(w, c, "--data.block_size", "128"),
+                                           r"data.block_size \(128\) is larger than the model's block_size \(64\)"),
+    "probe steps 0": (lambda w, c: fit(w, c, "--mixture.probe_steps", "0", "--mixture.target", "x.npz"),
+                      r"mixture.probe_steps must be positive, got 0"),
+    "unknown solver": (lambda w, c: fit(w, c, "--mixture.solver", "magic", "--mixture.target", "x.npz"),
+                       r"mixture.solver must be one of \('direction', 'distance'\), got 'magic'"),
+    "target vector of another text set": (lambda w, c: ["weights", "--config", str(TINY), "--data.cache_dir", str(w / "cache"),
+                                                        "--mixture.target", str(REPO / "checkpoints/target.npz"),
+                                                        "--mixture.textset", shard(w, "other.jsonl", b""), "--out", str(w / "w.yaml")],
+                                          None),  # filled in below: needs a real text set file
+    "text set with zero texts": (lambda w, c: ["score", "--model", str(REPO / "checkpoints/base.ckpt"), "--textset",
+                                               shard(w, "zero.jsonl", b""), "--out", str(w / "v.npz")], None),
+    "kl of vectors from different text sets": (lambda w, c: ["kl", str(REPO / "checkpoints/target.npz"), str(w / "small.npz")],
+                                               r"text set"),
+    "weights without --out": (lambda w, c: ["weights", "--config", str(TINY)], r"--out PATH is required"),
+}
+
+
+def _text_set_file(path: Path, texts: int) -> str:
+    """A valid text-set file of `texts` texts (zero makes an empty one)."""
+    from mixalign.llvec.textset import save_textset
+
+    if texts == 0:
+        header = {"format": "mixalign-textset", "version": 1, "hash": _textset_hash([], []), "n": 0, "meta": {}}
+        path.write_text(json.dumps(header) + "\n")
+        return str(path)
+    ts = TextSet(texts=tuple(f"text number {i} " * 30 for i in range(texts)), domains=("alpha",) * texts, meta={})
+    return str(save_textset(ts, path))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case, capsys, work, corpus):
+    make_args, pattern = CASES[case]
+    args = make_args(work, corpus)
+    if case == "target vector of another text set":
+        args[args.index("--mixture.textset") + 1] = _text_set_file(work / "other.jsonl", 5)
+        pattern = r"target.npz was scored on text set a228f82f6a2c, but this run uses text set [0-9a-f]{12}"
+    if case == "text set with zero texts":
+        args[args.index("--textset") + 1] = _text_set_file(work / "zero.jsonl", 0)
+        pattern = r"zero.jsonl.*(zero texts|no texts|empty)"
+    if case == "kl of vectors from different text sets":
+        import shutil
+
+        from mixalign.llvec.vectors import load_vector, save_vector, subset_vector
+        from mixalign.llvec.textset import load_textset, subset_textset
+
+        full = load_vector(REPO / "checkpoints/target.npz")
+        save_vector(subset_vector(full, subset_textset(load_textset("demo"), 10)), work / "small.npz")
+        shutil.copy(work / "small.npz", work / "keep.bin")  # an input, not an output of the failing run
+        pattern = r"a228f82f6a2c.*[0-9a-f]{12}|[0-9a-f]{12}.*a228f82f6a2c"
+    before = set(outputs(work))
+    code, message = run(capsys, *args)
+    assert code == 2, message
+    assert pattern is not None and __import__("re").search(pattern, message), message
+    assert set(outputs(work)) == before, "a failed run left output behind"
+
+
+def test_unknown_config_key_uses_lightning_cli_message(capsys):
+    code, message = run(capsys, "fit", "--config", str(TINY), "--data.nonsense", "1")
+    assert code == 2 and "unrecognized arguments: --data.nonsense" in message
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) + 1 >= 20

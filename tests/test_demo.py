@@ -1,0 +1,77 @@
+"""The shipped demo checkpoints and the main job's config (configs/pile.yaml)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import REPO, mixalign
+
+from mixalign.llvec.textset import load_textset
+from mixalign.llvec.vectors import load_vector
+from mixalign.model.checkpoint import export_checkpoint, gpt_from_checkpoint, read_checkpoint
+from mixalign.model.nanogpt import GPTConfig
+
+PILE = REPO / "configs" / "pile.yaml"
+CHECKPOINTS = REPO / "checkpoints"
+
+
+@pytest.mark.parametrize(
+    "name, layers, width, context",
+    [("base", 4, 128, 128), ("target", 6, 192, 256)],
+)
+def test_shipped_checkpoints_load(name, layers, width, context):
+    model, checkpoint = gpt_from_checkpoint(CHECKPOINTS / f"{name}.ckpt")
+    assert (model.config.n_layer, model.config.n_embd, model.config.block_size) == (layers, width, context)
+    assert model.config.vocab_size == 4096 and "tokenizer_json" in checkpoint["mixalign"]
+    assert "optimizer_states" not in checkpoint  # slim: inference and continued training only
+
+
+def test_shipped_target_vector_is_on_the_demo_text_set():
+    vector = load_vector(CHECKPOINTS / "target.npz")
+    textset = load_textset("demo")
+    assert vector.textset_hash == textset.hash and len(vector.values) == len(textset) == 1000
+    assert vector.values.dtype.name == "float64" and (vector.values < 0).all()
+
+
+def test_init_from_checkpoint_of_another_architecture_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"another architecture \(n_layer: checkpoint 4 vs config 2"):
+        gpt_from_checkpoint(CHECKPOINTS / "base.ckpt", expect=GPTConfig(2, 4, 128, 128, 4096))
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((CHECKPOINTS / "base.ckpt").read_bytes()[:10_000])
+    with pytest.raises(ValueError, match=r"broken.ckpt: cannot load checkpoint \(truncated or corrupt"):
+        read_checkpoint(broken)
+
+
+def test_export_keeps_only_what_inference_needs(tmp_path):
+    source = tmp_path / "full.ckpt"
+    full = read_checkpoint(CHECKPOINTS / "base.ckpt")
+    full["optimizer_states"] = [{"state": {0: torch.zeros(1000)}}]
+    full["loops"] = {"fit_loop": {}}
+    torch.save(full, source)
+    slim = read_checkpoint(export_checkpoint(source, tmp_path / "slim.ckpt"))
+    assert "optimizer_states" not in slim and "loops" not in slim
+    assert slim["state_dict"].keys() == full["state_dict"].keys()
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temporary left
+
+
+def test_pile_yaml_passes_print_config(tmp_path):
+    printed = mixalign("fit", "--config", str(PILE), "--print_config", cwd=REPO).stdout
+    assert "init_from: checkpoints/base.ckpt" in printed and "mixalign.callbacks.LogLikelihoodKL" in printed
+
+
+@pytest.mark.slow
+def test_pile_yaml_short_run_ends_with_summary(tmp_path, demo_cache):
+    root = tmp_path / "run"
+    out = mixalign(
+        "fit", "--config", str(PILE), "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
+        "--trainer.callbacks.n_texts", "40", "--mixture.n_texts", "40", "--mixture.probe_steps", "3",
+        "--mixture.linearity_check", "false", "--data.cache_dir", str(demo_cache),
+        "--trainer.default_root_dir", str(root), "--checkpoint.dirpath", str(root / "checkpoints"),
+        "--mixture.cache_dir", str(root / "mixture_cache"), cwd=REPO,
+    ).stdout
+    summary = [line for line in out.splitlines() if line.startswith("SUMMARY: KL to target")]
+    assert len(summary) == 1 and "(step 0 -> 4); weights: bible" in summary[0]
+    assert "cos(A w, t)" in out  # the mixture was computed and its diagnostics printed
