@@ -18,9 +18,11 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.data.datamodule import PileMixtureDataModule
+from mixalign.io import atomic_checkpoint_io, claim_version
 from mixalign.llvec.estimators import estimate_kl
 from mixalign.llvec.plots import save_model_map
 from mixalign.llvec.scoring import load_scorer
@@ -50,6 +52,17 @@ class MixalignCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def instantiate_trainer(self, **kwargs):
+        """Atomic checkpoint writes, and a TensorBoard version claimed before anything is logged."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.strategy.checkpoint_io.__class__ is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = atomic_checkpoint_io()
+        for logger in trainer.loggers:
+            claim = self.subcommand is not None and trainer.is_global_zero  # prepare/weights log nothing
+            if claim and isinstance(logger, TensorBoardLogger) and logger._version is None:
+                logger._version = claim_version(logger.root_dir, logger._get_next_version())
+        return trainer
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")

@@ -36,3 +36,38 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def atomic_checkpoint_io():
+    """Lightning CheckpointIO whose local saves are atomic (Lightning's own buffers, then overwrites in place).
+
+    A run killed while `last.ckpt` is being written keeps the previous, whole `last.ckpt`.
+    """
+    import torch
+    from lightning.fabric.utilities.cloud_io import get_filesystem
+    from lightning.fabric.utilities.types import _PATH
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict, path: _PATH, storage_options=None) -> None:
+            if storage_options is not None or get_filesystem(path).protocol not in ("file", ("file", "local")):
+                return super().save_checkpoint(checkpoint, path, storage_options)
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+
+    return AtomicCheckpointIO()
+
+
+def claim_version(root: str | os.PathLike, first: int) -> int:
+    """Create `root/version_N` for the first free N >= `first`, atomically (mkdir is exclusive).
+
+    Two runs started at once in one log directory thus never share (and overwrite) a version.
+    """
+    Path(root).mkdir(parents=True, exist_ok=True)
+    version = first
+    while True:
+        try:
+            (Path(root) / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1

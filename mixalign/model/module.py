@@ -34,6 +34,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+class NonFiniteLossError(ValueError):
+    """A NaN or infinite loss: stop before the optimizer spreads it into the weights."""
+
+
 class DomainSums(Metric):
     """Per-domain sums and counts, reduced across DDP ranks: per-domain losses and token fractions."""
 
@@ -175,6 +179,11 @@ class NanoGPTModule(L.LightningModule):
             loss = distillation_loss(logits, teacher_logits, batch["target"], hp.distill_alpha, hp.distill_temperature)
         else:
             loss = self.token_losses(batch).mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training stopped: the loss is {loss.item()} at step {self.trainer.global_step} (batch {batch_idx}); "
+                f"the last checkpoint saved before this step holds the last good weights"
+            )
         self.log("train/loss", loss, prog_bar=True)
         self.train_tokens.update(batch["domain"], torch.full_like(batch["domain"], batch["target"].size(1)))
         return loss
