@@ -201,7 +201,7 @@ def score_main(args: list[str]) -> None:
     parser.add_argument("--n_texts", type=Optional[int], default=None, help="score an evenly spaced subset")
     parser.add_argument("--out", required=True, help="output .npz")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max_batch_tokens", type=int, default=16384)
+    parser.add_argument("--max_batch_tokens", type=Optional[int], default=None, help="default: by device")
     cfg = parser.parse_args(args)
     textset = load_textset(resolve_textset(cfg.textset))
     textset = subset_textset(textset, cfg.n_texts) if cfg.n_texts else textset

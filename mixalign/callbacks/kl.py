@@ -30,7 +30,7 @@ class LogLikelihoodKL(L.Callback):
             or a saved log-likelihood vector (`.npz`) on the same text set.
         textset: the evaluation text set: ``demo`` (shipped) or a text-set file.
         n_texts: score only this many texts (an evenly spaced subset), for quick runs.
-        max_batch_tokens: token budget of one scoring batch.
+        max_batch_tokens: token budget of one scoring batch (default: by device).
         clip_quantile: clip log-likelihoods from below at this quantile before differencing.
         cache_dir: where the target's vector is cached (default: ``<default_root_dir>/llvec_cache``).
     """
@@ -40,7 +40,7 @@ class LogLikelihoodKL(L.Callback):
         target: str,
         textset: str = "demo",
         n_texts: int | None = None,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int | None = None,
         clip_quantile: float | None = None,
         cache_dir: str | None = None,
     ):

@@ -78,12 +78,18 @@ def _segments(text_index: int, ids: Sequence[int], context: int) -> list[_Segmen
     return segments
 
 
+def default_batch_tokens(device: str | torch.device) -> int:
+    """Scoring batch budget: big on GPUs; small on CPUs, where a big batch's logits overflow the
+    caches and run slower than one text at a time (BENCHMARKS.md, scoring)."""
+    return 16384 if torch.device(device).type == "cuda" else 1024
+
+
 def score_token_ids(
     logprob_fn: LogprobFn,
     token_ids: Sequence[Sequence[int]],
     context: int,
     bos_id: int | None = None,
-    max_batch_tokens: int = 16384,
+    max_batch_tokens: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> ScoreResult:
@@ -94,6 +100,7 @@ def score_token_ids(
     """
     if isinstance(context, bool) or not isinstance(context, int) or context < 1:
         raise ValueError(f"context must be a positive int, got {context!r}")
+    max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
     if max_batch_tokens < 1:
         raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
     n = len(token_ids)
@@ -197,7 +204,7 @@ class Scorer:
             return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
         return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
-    def score(self, textset, max_batch_tokens: int = 16384, progress: bool = False) -> ScoreResult:
+    def score(self, textset, max_batch_tokens: int | None = None, progress: bool = False) -> ScoreResult:
         """Score a `TextSet` (or a plain sequence of strings)."""
         texts = textset.texts if hasattr(textset, "texts") else list(textset)
         return score_token_ids(
@@ -323,7 +330,7 @@ def _load_hf(path: Path, device) -> Scorer:
     )
 
 
-def model_vector(spec: str, textset, cache_dir: str | os.PathLike, max_batch_tokens: int = 16384, device="cpu"):
+def model_vector(spec: str, textset, cache_dir: str | os.PathLike, max_batch_tokens: int | None = None, device="cpu"):
     """The log-likelihood vector of a model spec on `textset`, scored once and then cached.
 
     `spec` is a checkpoint, a Hugging Face directory, or a saved vector (which must be on this

@@ -46,7 +46,7 @@ class MixtureConfig:
         rounds: re-probe from the current weights this many times over training (1 = once).
         linearity_check: also probe the chosen mixture and compare its move with A w.
         processes: probes run in this many worker processes.
-        max_batch_tokens: scoring batch budget.
+        max_batch_tokens: scoring batch budget (default: by device).
         cache_dir: probe and base vectors are cached here.
     """
 
@@ -62,7 +62,7 @@ class MixtureConfig:
     rounds: int = 1
     linearity_check: bool = True
     processes: int = 1
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None
     cache_dir: str = "mixture_cache"
 
     def __post_init__(self):

@@ -73,7 +73,7 @@ class ProbeJob:
     token_ids: list[list[int]]
     textset: TextSet
     settings: ProbeSettings
-    max_batch_tokens: int
+    max_batch_tokens: int | None
     path: Path
 
 
