@@ -123,15 +123,16 @@ class PileMixtureDataModule(L.LightningDataModule):
                 )
         return weights
 
-    def train_dataset(self, start: int = 0, rank: int = 0, weights: np.ndarray | None = None) -> MixtureBatches:
-        """Training batches from `weights` (default: the weights in force)."""
+    def train_dataset(self, start: int = 0, rank: int = 0, weights: np.ndarray | None = None,
+                      seed: int | None = None) -> MixtureBatches:
+        """Training batches from `weights` (default: the weights in force) and `seed` (default: data.seed)."""
         return MixtureBatches(
             open_tokens=SplitTokens(self.data.root, tuple(self.domains), "train"),
             lengths=[self.data.count(d, "train") for d in self.domains],
             weights=self.weights if weights is None else weights,
             block_size=self.block_size,
             batch_size=self.batch_size,
-            seed=self.hparams.seed,
+            seed=self.hparams.seed if seed is None else seed,
             rank=rank,
             start=start,
         )

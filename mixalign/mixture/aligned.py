@@ -48,6 +48,8 @@ class MixtureConfig:
         processes: probes run in this many worker processes.
         max_batch_tokens: scoring batch budget (default: by device).
         cache_dir: probe and base vectors are cached here.
+        seed: fixes the probes' data order (independent of ``data.seed``, so runs that differ
+            only in their training data order share one set of probes).
     """
 
     target: str | None = None
@@ -64,6 +66,7 @@ class MixtureConfig:
     processes: int = 1
     max_batch_tokens: int | None = None
     cache_dir: str = "mixture_cache"
+    seed: int = 1337
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -166,7 +169,7 @@ def compute_mixture(
     def job(name: str, weights: np.ndarray) -> ProbeJob:
         return ProbeJob(
             name=name, config=base.config, base_state=base_state,
-            batches=datamodule.train_dataset(weights=weights),
+            batches=datamodule.train_dataset(weights=weights, seed=settings.seed),
             token_ids=token_ids, textset=textset,
             settings=settings, max_batch_tokens=config.max_batch_tokens,
             path=cache / f"probe-{probe_key(**common, probe=name, weights=weights.round(12).tolist())}.npz",
@@ -251,12 +254,12 @@ def align(config: MixtureConfig, module, datamodule: PileMixtureDataModule, main
         batch_size=datamodule.batch_size,
         block_size=datamodule.block_size,
         grad_clip=grad_clip,
-        seed=datamodule.hparams.seed,
+        seed=config.seed,
     )
     if config.warmup_steps:
         uniform = np.full(len(datamodule.domains), 1 / len(datamodule.domains))
         warmup = ProbeSettings(**{**asdict(settings), "steps": config.warmup_steps, "learning_rate": hp.learning_rate})
-        train_steps(module.model, datamodule.train_dataset(weights=uniform), warmup)
+        train_steps(module.model, datamodule.train_dataset(weights=uniform, seed=settings.seed), warmup)
     return compute_mixture(config, module.model, datamodule, textset, target, settings, main_steps)
 
 
