@@ -6,7 +6,6 @@ YAML file that `data.weights:` reads (weights, diagnostics and provenance togeth
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -183,11 +182,7 @@ def compute_mixture(
     A = torch.stack([centre(torch.from_numpy(p.values) - l0_t) for p in probes], dim=1)
     t = centre(torch.from_numpy(target.values) - l0_t)
     step_ratio = main_steps / settings.steps
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        solved = solve_direction(A, t) if config.solver == "direction" else solve_distance(A, t, step_ratio)
-    for warning in caught:
-        warnings.warn(str(warning.message), warning.category)
+    solved = solve_direction(A, t) if config.solver == "direction" else solve_distance(A, t, step_ratio)  # warns on fallback
     weights = solved.weights
     if config.smoothing > 0:
         prior = torch.ones(len(domains), dtype=torch.float64)
