@@ -1,17 +1,24 @@
-"""Scoring throughput: batched, length-bucketed `score_token_ids` vs one text at a time.
+"""Scoring throughput: the product's batched scorer vs one-text-at-a-time scoring, and the CPU's ceiling.
 
-Batched is the product's path: `score_token_ids` with the default token budget (16384), all
-windows sorted by length and packed into right-padded batches. One-at-a-time is the reference
-protocol: every segment alone, no padding (`max_batch_tokens=1`, so each batch holds exactly one
-segment; texts longer than the context are still cut into the same sliding windows). Both score the
-same token ids with the same model, so the vectors must agree up to float32 rounding.
+Batched is the product's path, `score_gpt`: all windows of all texts sorted by length and packed into
+right-padded batches under the device's token budget, the LM head run only on positions that are
+scored, a chunk of rows at a time. One-at-a-time is the reference protocol: every text alone, each of
+its sliding windows alone, the full LM head and log-softmax at every position (`GPT.token_logprobs`'
+training path). Both score the same windows of the same token ids with the same weights, so their
+vectors must agree to float32 rounding.
 
-Model: a randomly initialised `GPT` (seed 1337) of the demo width (4 layers, 4 heads, 128 wide)
-with block_size 256 and the demo-4k vocabulary; text set: an evenly spaced subset of the shipped
-demo text set, tokenized with demo-4k. Timings are interleaved (B, S, B, S, ...); medians count.
+Model: the shipped demo base (`checkpoints/base.ckpt`: 4 layers, 128 wide, context 128, vocabulary
+4096), the model the demo job scores; text set: the shipped demo text set, tokenized with its
+tokenizer. Timings are interleaved (reference, batched, reference, ...) at each thread count, both
+sides always with the same threads; medians count.
 
-    python benchmarks/bench_scoring.py            # 300 texts, 3 repeats of each
-    python benchmarks/bench_scoring.py --quick    # 60 texts, 1 repeat
+The ceiling: the FLOPs that any scorer of these windows must spend (the blocks at every window
+position, the head at every scored one), divided by this CPU's measured matmul throughput, bound
+the time from below, so reference time / that bound is the most any batching could buy here.
+
+    python benchmarks/bench_scoring.py            # 1000 texts, 3 repeats, 1 and 2 threads
+    python benchmarks/bench_scoring.py --quick    # 100 texts, 1 repeat, 1 thread
+    python benchmarks/bench_scoring.py --device cuda
 """
 
 from __future__ import annotations
@@ -26,130 +33,141 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _common import SEED, median, peak_rss_mib, table, write_result  # noqa: E402
-from mixalign.data.tokenizer import load_tokenizer  # noqa: E402
-from mixalign.llvec.scoring import score_token_ids  # noqa: E402
+from _common import median, peak_rss_mib, table, write_result  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+from mixalign.llvec.scoring import (  # noqa: E402
+    default_batch_tokens, default_head_rows, score_gpt, score_token_ids, sliding_windows,
+)
 from mixalign.llvec.textset import load_textset, subset_textset  # noqa: E402
-from mixalign.model.nanogpt import GPT, GPTConfig  # noqa: E402
+from mixalign.model.checkpoint import gpt_from_checkpoint  # noqa: E402
 
-DEFAULT_BUDGET = 16384  # score_token_ids' default max_batch_tokens
-
-
-def logsumexp_logprobs(model: GPT):
-    """log p(target) as logit[target] - logsumexp(logits): same values as token_logprobs, but only a
-    (B, T) result besides the logits, instead of a second (B, T, vocab) float32 tensor."""
-
-    def fn(idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = model(idx).float()
-        ignore = targets == -100
-        picked = logits.gather(-1, targets.masked_fill(ignore, 0).unsqueeze(-1)).squeeze(-1)
-        return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(ignore, 0.0)
-
-    return fn
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def sweep(model: GPT, token_ids, context: int, reference: np.ndarray) -> list[dict]:
-    """Seconds per pass for a range of token budgets and both log-prob functions (one pass each, after a warm pass)."""
-    rows = []
-    for name, fn in (("token_logprobs", model.token_logprobs), ("logsumexp", logsumexp_logprobs(model))):
-        for budget in (1, 1024, 2048, 4096, 8192, 16384):
-            score_token_ids(fn, token_ids[: max(1, len(token_ids) // 10)], context=context, max_batch_tokens=budget)
-            start = time.perf_counter()
-            result = score_token_ids(fn, token_ids, context=context, max_batch_tokens=budget)
-            seconds = time.perf_counter() - start
-            rows.append({"logprob_fn": name, "max_batch_tokens": budget, "seconds": seconds,
-                         "texts_per_s": len(token_ids) / seconds, "peak_rss_mib": peak_rss_mib(),
-                         "max_abs_diff_nats": float(np.max(np.abs(result.values - reference)))})
-            print(f"sweep {name:<15} budget {budget:>6}: {seconds:6.2f} s  {len(token_ids) / seconds:7.1f} texts/s  "
-                  f"max|diff| {rows[-1]['max_abs_diff_nats']:.1e}", flush=True)
-    return rows
+def one_at_a_time(model, token_ids) -> np.ndarray:
+    """The reference protocol: a call per text, a forward pass per window, full head and log-softmax."""
+    context, device = model.config.block_size, next(model.parameters()).device
+    return np.array([score_token_ids(model.token_logprobs, [ids], context, max_batch_tokens=1, device=device).values[0]
+                     for ids in token_ids])
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def window_counts(token_ids, context: int) -> tuple[int, int, int]:
+    """(windows, positions through the blocks, scored positions), as score_token_ids cuts the texts."""
+    windows = [w for i, ids in enumerate(token_ids) for w in sliding_windows(i, ids, context)]
+    return len(windows), sum(len(w.inputs) for w in windows), sum(int((w.targets != -100).sum()) for w in windows)
+
+
+def flops(model, positions: int, scored: int, mean_window: float) -> dict[str, float]:
+    """Forward FLOPs: 2 per multiply-add of the block matmuls and attention, and of the head."""
+    c = model.config
+    block = 2 * 12 * c.n_embd**2 * c.n_layer  # qkv 3C^2, proj C^2, fc 4C^2, proj 4C^2 per layer
+    attention = 2 * 2 * (mean_window / 2) * c.n_embd * c.n_layer  # QK^T and AV over the causal half
+    head = 2 * c.n_embd * c.vocab_size
+    return {"reference": positions * (block + attention + head), "needed": positions * (block + attention) + scored * head}
+
+
+def matmul_gflops(device) -> float:
+    """Sustained float32 matmul throughput of this device at the current thread count."""
+    a, b = (torch.randn(1024, 1024, device=device) for _ in range(2))
+    a @ b
+    seconds, _ = timed(lambda: [a @ b for _ in range(20)])
+    return 20 * 2 * 1024**3 / seconds / 1e9
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-texts", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each mode, interleaved")
-    parser.add_argument("--block-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: stable on a shared machine; 0 = torch default)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 60 texts, 1 repeat")
-    parser.add_argument("--sweep", action="store_true",
-                        help="also time a sweep of max_batch_tokens, with the product's token_logprobs and with a "
-                             "logsumexp variant that never materialises the (B, T, vocab) log-softmax")
+    parser.add_argument("--model", default=str(ROOT / "checkpoints" / "base.ckpt"))
+    parser.add_argument("--n-texts", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each mode per thread count")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 100 texts, 1 repeat, 1 thread")
     args = parser.parse_args()
     if args.quick:
-        args.n_texts, args.repeats = 60, 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        args.n_texts, args.repeats, args.threads = 100, 1, [1]
 
-    textset = subset_textset(load_textset("demo"), args.n_texts)
-    tokenizer = load_tokenizer("demo-4k")
+    model, checkpoint = gpt_from_checkpoint(args.model)
+    model.eval().to(args.device)
+    tokenizer = Tokenizer.from_str(checkpoint["mixalign"]["tokenizer_json"])
+    textset = load_textset("demo")
+    textset = subset_textset(textset, args.n_texts) if args.n_texts < len(textset) else textset
     token_ids = [e.ids for e in tokenizer.encode_batch(list(textset.texts), add_special_tokens=False)]
     lengths = np.array([len(ids) for ids in token_ids])
-    torch.manual_seed(SEED)
-    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=args.block_size, vocab_size=tokenizer.get_vocab_size()))
-    model.eval()
+    n_windows, positions, scored = window_counts(token_ids, model.config.block_size)
+    work = flops(model, positions, scored, mean_window=positions / n_windows)
     rss_setup = peak_rss_mib()
 
-    def run(budget: int):
-        start = time.perf_counter()
-        result = score_token_ids(model.token_logprobs, token_ids, context=args.block_size, max_batch_tokens=budget)
-        return time.perf_counter() - start, result
+    reference_values = one_at_a_time(model, token_ids[:20])  # warm both paths
+    score_gpt(model, token_ids[:20])
+    runs, rows = [], []
+    for threads in args.threads:
+        if args.device == "cpu":
+            torch.set_num_threads(threads)
+        gflops = matmul_gflops(args.device)
+        times = {"one_at_a_time": [], "batched": []}
+        for r in range(args.repeats):
+            seconds, reference_values = timed(lambda: one_at_a_time(model, token_ids))
+            times["one_at_a_time"].append(seconds)
+            seconds, batched = timed(lambda: score_gpt(model, token_ids))
+            times["batched"].append(seconds)
+            print(f"threads {threads} repeat {r}: one at a time {times['one_at_a_time'][-1]:.2f} s, "
+                  f"batched {seconds:.2f} s", flush=True)
+        med = {mode: median(ts) for mode, ts in times.items()}
+        diff = float(np.max(np.abs(batched.values - reference_values)))
+        bound = work["needed"] / (gflops * 1e9)
+        run = {
+            "threads": threads,
+            "seconds": times,
+            "median_seconds": med,
+            "texts_per_s": {mode: len(token_ids) / s for mode, s in med.items()},
+            "ratio_batched_over_one_at_a_time": med["one_at_a_time"] / med["batched"],
+            "max_abs_diff_nats": diff,
+            "matmul_gflops": gflops,
+            "one_at_a_time_gflops": work["reference"] / med["one_at_a_time"] / 1e9,
+            "batched_gflops": work["needed"] / med["batched"] / 1e9,
+            "lower_bound_seconds": bound,
+            "max_possible_ratio": med["one_at_a_time"] / bound,
+        }
+        runs.append(run)
+        rows.append([threads, run["texts_per_s"]["one_at_a_time"], run["texts_per_s"]["batched"],
+                     run["ratio_batched_over_one_at_a_time"], run["max_possible_ratio"], diff])
+    rss_end = peak_rss_mib()
 
-    # Untimed pass of each (one-at-a-time first, so ru_maxrss after it is that mode's peak).
-    _, single = run(1)
-    rss_single = peak_rss_mib()
-    _, batched = run(DEFAULT_BUDGET)
-    rss_batched = peak_rss_mib()
-
-    times = {"batched": [], "single": []}
-    for r in range(args.repeats):
-        for mode, budget in (("batched", DEFAULT_BUDGET), ("single", 1)):
-            seconds, result = run(budget)
-            times[mode].append(seconds)
-            print(f"repeat {r} {mode:<8} {seconds:7.2f} s  {len(token_ids) / seconds:8.1f} texts/s", flush=True)
-
-    diff = float(np.max(np.abs(batched.values - single.values)))
-    rel = float(np.max(np.abs(batched.values - single.values) / np.maximum(1.0, np.abs(single.values))))
-    med = {mode: median(ts) for mode, ts in times.items()}
-    tps = {mode: len(token_ids) / s for mode, s in med.items()}
-    ratio = tps["batched"] / tps["single"]
-    summary = {
-        "batched_texts_per_s": tps["batched"],
-        "single_texts_per_s": tps["single"],
-        "batched_tokens_per_s": batched.n_tokens / med["batched"],
-        "ratio_batched_over_single": ratio,
-        "max_abs_diff_nats": diff,
-        "max_rel_diff": rel,
-        "target_ratio": 4.0,
-        "target_max_diff_nats": 1e-4,
-        "target_met": bool(ratio >= 4.0 and diff <= 1e-4),
-        "peak_rss_mib": {"after_setup": rss_setup, "single": rss_single, "batched": rss_batched},
-    }
     settings = {
+        "model": args.model if not Path(args.model).is_relative_to(ROOT) else str(Path(args.model).relative_to(ROOT)),
+        "model_config": {k: getattr(model.config, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
+        "device": args.device,
         "n_texts": len(token_ids),
-        "tokens_per_text": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max()),
-                            "total_scored": int(batched.n_tokens)},
-        "texts_windowed": batched.n_windowed,
-        "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": args.block_size, "vocab_size": 4096, "weights": "random init, seed 1337"},
-        "batched_budget_tokens": DEFAULT_BUDGET,
-        "single_budget_tokens": 1,
+        "tokens_per_text": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())},
+        "windows": n_windows,
+        "window_positions": positions,
+        "scored_positions": scored,
+        "flops": work,
+        "max_batch_tokens": default_batch_tokens(args.device),
+        "head_rows_per_chunk": default_head_rows(args.device),
         "repeats": args.repeats,
-        "threads": torch.get_num_threads(),
         "quick": args.quick,
     }
-    if args.sweep:
-        summary["sweep"] = sweep(model, token_ids, args.block_size, single.values)
-    path = write_result("bench_scoring_quick" if args.quick else "bench_scoring",
-                        {"settings": settings, "summary": summary, "seconds": times})
+    summary = {"runs": runs, "peak_rss_mib": {"after_setup": rss_setup, "end": rss_end},
+               "target_ratio": 4.0, "target_max_diff_nats": 1e-4}
+    path = write_result("bench_scoring_quick" if args.quick else "bench_scoring", {"settings": settings, "summary": summary})
 
-    print()
-    print(table(["mode", "median s", "texts/s", "tokens/s", "peak RSS MiB"], [
-        ["batched (16384-token budget)", med["batched"], tps["batched"], batched.n_tokens / med["batched"], rss_batched],
-        ["one at a time", med["single"], tps["single"], batched.n_tokens / med["single"], rss_single],
-    ]))
-    print(f"\nratio batched / one-at-a-time = {ratio:.2f}x (target >= 4x: {'met' if ratio >= 4 else 'NOT met'}); "
-          f"max |diff| = {diff:.2e} nats (target <= 1e-4: {'met' if diff <= 1e-4 else 'NOT met'})")
-    print(f"results: {path}")
+    print(f"\n{len(token_ids)} texts, {scored:,} scored tokens, {positions:,} window positions "
+          f"({positions / scored:.2f} per scored token); budget {settings['max_batch_tokens']} tokens, "
+          f"head chunks of {settings['head_rows_per_chunk']} rows")
+    print(table(["threads", "one-at-a-time texts/s", "batched texts/s", "ratio", "ceiling ratio", "max |diff| nats"], rows))
+    print(f"peak RSS {rss_end} MiB; results: {path}")
 
 
 if __name__ == "__main__":

@@ -83,9 +83,8 @@ def worker_lightning(args) -> dict:
     model_sizes, data_overrides = _sizes(args)
     L.seed_everything(SEED, verbose=False)
     dm = prepared_datamodule(args.cache_dir, **data_overrides)
-    module = NanoGPTModule(**model_sizes, vocab_size=dm.vocab_size, **PILE_OPTIM, lr_decay_steps=LR_DECAY_STEPS)
-    if args.compile:
-        module.model.compile()  # in place: token_logprobs' self(idx) goes through the compiled call
+    module = NanoGPTModule(**model_sizes, vocab_size=dm.vocab_size, **PILE_OPTIM, lr_decay_steps=LR_DECAY_STEPS,
+                           compile=args.compile)  # fused AdamW: the module's default on CUDA
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as logdir:
         trainer = L.Trainer(
@@ -120,7 +119,8 @@ def worker_plain(args) -> dict:
     device = torch.device(args.device)
     model = GPT(GPTConfig(**{k: v for k, v in model_sizes.items()}, vocab_size=dm.vocab_size)).to(device)
     hp = PILE_OPTIM
-    optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=hp["learning_rate"], betas=hp["betas"])
+    optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=hp["learning_rate"], betas=hp["betas"],
+                                  fused=device.type == "cuda" or None)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_at(s, hp["learning_rate"], hp["min_lr"], hp["warmup_steps"], LR_DECAY_STEPS) / hp["learning_rate"]
     )

@@ -8,7 +8,7 @@ sparse non-negative w_true, so the active set has real work to do. Timed: `solve
 Probe: what `mixalign weights` does per domain (`mixalign.mixture.probes.run_probe` without the
 disk cache): copy the base, S steps of `train_steps` on one domain (demo model and data of
 configs/pile.yaml: 4 layers, 128 wide, block 128, batch 16; S = mixture.probe_steps = 40), then
-`score_token_ids` of the probe on the demo text set (all 1000 texts, as mixture.n_texts = null).
+`score_gpt` of the probe on the demo text set (all 1000 texts, as mixture.n_texts = null).
 A full alignment on the demo data runs 8 domain probes + 1 linearity-check probe + 1 base scoring.
 
     python benchmarks/bench_weights.py            # solver x5, 2 probes of 40 steps on 1000 texts
@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from _common import (  # noqa: E402
     DEFAULT_CACHE, PILE_MODEL, PILE_OPTIM, SEED, median, peak_rss_mib, prepared_datamodule, table, write_result,
 )
-from mixalign.llvec.scoring import score_token_ids  # noqa: E402
+from mixalign.llvec.scoring import score_gpt  # noqa: E402
 from mixalign.llvec.textset import load_textset, subset_textset  # noqa: E402
 from mixalign.mixture.probes import ProbeSettings, train_steps  # noqa: E402
 from mixalign.mixture.solvers import diagnose, solve_direction, solve_distance  # noqa: E402
@@ -87,7 +87,7 @@ def bench_probes(args) -> dict:
         betas=PILE_OPTIM["betas"], batch_size=dm.batch_size, block_size=dm.block_size, grad_clip=1.0, seed=SEED,
     )
     start = time.perf_counter()
-    score_token_ids(base.token_logprobs, token_ids, context=base.config.block_size)
+    score_gpt(base, token_ids)
     base_score_s = time.perf_counter() - start
 
     probes = []
@@ -98,7 +98,7 @@ def bench_probes(args) -> dict:
         model.load_state_dict(base_state)
         train_steps(model, dm.train_dataset(weights=onehot), settings)
         trained = time.perf_counter()
-        score_token_ids(model.token_logprobs, token_ids, context=model.config.block_size)
+        score_gpt(model, token_ids)
         end = time.perf_counter()
         probes.append({"domain": dm.domains[k], "train_s": trained - start, "score_s": end - trained, "total_s": end - start})
         print(f"probe {dm.domains[k]:<12} train {trained - start:6.2f} s  score {end - trained:6.2f} s  total {end - start:6.2f} s", flush=True)

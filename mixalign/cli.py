@@ -53,6 +53,13 @@ class MixalignCLI(LightningCLI):
             **kwargs,
         )
 
+    def before_instantiate_classes(self) -> None:
+        """An unset trainer.precision becomes bf16-mixed where the run gets a bf16-capable GPU."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.get("trainer")
+        if trainer is not None and trainer.get("precision") is None:
+            trainer["precision"] = default_precision(trainer.get("accelerator"))
+
     def instantiate_trainer(self, **kwargs):
         """Atomic checkpoint writes, and a TensorBoard version claimed before anything is logged."""
         trainer = super().instantiate_trainer(**kwargs)
@@ -143,6 +150,12 @@ class MixalignCLI(LightningCLI):
             logger.log_metrics({f"mixture/weight/{d}": float(w) for d, w in zip(result.domains, result.weights)}, step)
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("mixture/diagnostics", f"round {round_index}\n\n    " + result.table().replace("\n", "\n    "), step)
+
+
+def default_precision(accelerator) -> str:
+    """bf16-mixed where the run gets a GPU with bf16 (tensor-core speed, float32 range), else 32-bit."""
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def _parser_kwargs(run: bool) -> dict:

@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import DEMO_DOMAINS, mixalign, reported_metric, scalars, tiny
 
+from mixalign.cli import default_precision
+
 pytestmark = pytest.mark.slow
 
 
@@ -56,6 +58,34 @@ def test_resume_continues_exactly(tmp_path, demo_cache):
     for step, value in losses_resumed.items():
         assert value == pytest.approx(losses_straight[step], abs=1e-6)
     assert straight["mixalign"]["domain_token_counts"] == resumed["mixalign"]["domain_token_counts"]
+
+
+def test_compiled_fused_training_matches_eager(tmp_path, demo_cache):
+    """The GPU fast paths (torch.compile, fused AdamW, the unset-precision default) run on CPU too,
+    train the same numbers, and leave checkpoints of the plain model."""
+    common = ("--trainer.max_steps", "10", "--trainer.precision", "null")
+    mixalign("fit", *tiny(*common, "--trainer.default_root_dir", "eager", cache=demo_cache), cwd=tmp_path)
+    mixalign("fit", *tiny(*common, "--trainer.default_root_dir", "fast", "--model.compile", "true",
+                          "--model.fused_adamw", "true", cache=demo_cache), cwd=tmp_path)
+    eager, fast = (scalars(tmp_path / name / "lightning_logs" / "version_0") for name in ("eager", "fast"))
+    for tag in ("train/loss", "val/loss"):
+        assert [s for s, _ in fast[tag]] == [s for s, _ in eager[tag]]
+        assert [v for _, v in fast[tag]] == pytest.approx([v for _, v in eager[tag]], abs=1e-4)
+    checkpoint = torch.load(tmp_path / "fast/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
+    assert checkpoint["hyper_parameters"]["compile"] is True
+    assert not any("_orig_mod" in name for name in checkpoint["state_dict"])
+    saved = (tmp_path / "fast/lightning_logs/version_0/config.yaml").read_text()
+    assert "precision: 32-true" in saved  # resolved for a CPU run
+
+
+def test_default_precision_is_bf16_mixed_only_on_a_bf16_gpu(monkeypatch):
+    assert default_precision("auto") == "32-true"  # this machine: no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert default_precision("auto") == default_precision("gpu") == "bf16-mixed"
+    assert default_precision("cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert default_precision("gpu") == "32-true"
 
 
 def test_prepare_subcommand(tmp_path, demo_cache):

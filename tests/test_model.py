@@ -177,6 +177,25 @@ def test_token_logprobs_is_negative_cross_entropy_and_ignores_padding():
     torch.testing.assert_close(lp_masked[~ignore], lp[~ignore])
 
 
+@pytest.mark.parametrize("rows_per_chunk", [1, 3, 7, 1000])
+def test_token_logprobs_scoring_path_equals_training_path(rows_per_chunk):
+    """The scoring path (head only on scored rows, in chunks) gives the training path's values."""
+    model = tiny_model()
+    gen = torch.Generator().manual_seed(3)
+    idx = torch.randint(0, 50, (3, 10), generator=gen)
+    targets = torch.randint(0, 50, (3, 10), generator=gen)
+    targets[0, :6] = -100  # a window's context-only prefix
+    targets[2, 4:] = -100  # right padding
+    with torch.no_grad():
+        full = model.token_logprobs(idx, targets)
+        chunked = model.token_logprobs(idx, targets, rows_per_chunk=rows_per_chunk)
+        nothing = model.token_logprobs(idx, torch.full_like(targets, -100), rows_per_chunk=rows_per_chunk)
+    assert chunked.shape == (3, 10) and chunked.dtype == torch.float32
+    torch.testing.assert_close(chunked, full, rtol=0, atol=1e-5)
+    assert torch.equal(chunked[targets == -100], torch.zeros(int((targets == -100).sum())))
+    assert torch.equal(nothing, torch.zeros(3, 10))
+
+
 def test_token_logprobs_float32_under_bf16_autocast():
     model = tiny_model()
     idx = torch.randint(0, 50, (2, 8))

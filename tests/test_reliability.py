@@ -71,6 +71,18 @@ def test_nan_loss_stops_with_the_step_and_the_last_checkpoint_loads(tmp_path, de
     assert checkpoint["global_step"] == 1 and all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
+def test_nan_loss_between_checkpoints_stops_at_the_next_logging_interval_and_saves_nothing(tmp_path, demo_cache):
+    """The guard never syncs a step: it reads the first non-finite loss at logging intervals."""
+    result = mixalign("fit", *tiny("--model.learning_rate", "1e6", "--model.warmup_steps", "1",
+                                   "--trainer.max_steps", "50", "--trainer.log_every_n_steps", "10",
+                                   "--checkpoint.every_n_train_steps", "1000", "--checkpoint.dirpath", "ckpt",
+                                   cache=demo_cache), cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "training stopped: the loss is nan at step 1;" in result.stderr
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
+
+
 # -- interrupted runs ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_fit_killed_then_resumed_from_last_matches_an_uninterrupted_run(tmp_path, demo_cache):

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mixalign.data.tokenizer import load_tokenizer
-from mixalign.llvec.scoring import ScoreResult, Scorer, load_scorer, score_token_ids, scorer_from_gpt
+from mixalign.llvec.scoring import ScoreResult, Scorer, load_scorer, score_gpt, score_token_ids, scorer_from_gpt
 from mixalign.llvec.textset import TextSet
 from mixalign.model.module import NanoGPTModule
 from mixalign.model.nanogpt import GPT, GPTConfig
@@ -86,6 +86,15 @@ def test_batched_equals_one_at_a_time(model):
     assert batched.tokens_per_text.tolist() == [len(t) - 1 for t in ids]
     small = score_token_ids(model.token_logprobs, ids, CONTEXT, max_batch_tokens=40)  # a few rows per batch
     np.testing.assert_allclose(batched.values, small.values, atol=1e-4, rtol=0)
+
+
+def test_score_gpt_equals_reference_path(model):
+    """score_gpt (head on scored rows only, chunked) equals scoring through the training path."""
+    ids = random_ids(seed=2)
+    reference = score_token_ids(model.token_logprobs, ids, CONTEXT, max_batch_tokens=1)
+    fast = score_gpt(model, ids)
+    np.testing.assert_allclose(fast.values, reference.values, atol=1e-4, rtol=0)
+    assert fast.tokens_per_text.tolist() == reference.tokens_per_text.tolist()
 
 
 def test_equals_forward_pass_cross_entropy(model):

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from mixalign.llvec.estimators import centre, estimate_kl, per_group_kl
 from mixalign.llvec.plots import save_model_map
-from mixalign.llvec.scoring import model_vector, score_token_ids
+from mixalign.llvec.scoring import model_vector, score_gpt
 from mixalign.llvec.textset import TextSet, load_textset, resolve_textset, subset_textset
 from mixalign.llvec.vectors import LogLikelihoodVector, check_same_textset, save_vector
 
@@ -80,15 +81,10 @@ class LogLikelihoodKL(L.Callback):
         rank, world = trainer.global_rank, trainer.world_size
         n = len(self.token_ids)
         mine = list(range(rank, n, world))
-        model = pl_module.model
-        with trainer.precision_plugin.forward_context():
-            result = score_token_ids(
-                model.token_logprobs,
-                [self.token_ids[i] for i in mine],
-                context=model.config.block_size,
-                max_batch_tokens=self.max_batch_tokens,
-                device=pl_module.device,
-            )
+        # Under FSDP each rank holds a shard of the weights; scoring needs them whole (a collective:
+        # every rank is here). Elsewhere there is nothing to gather and this does nothing.
+        with FSDP.summon_full_params(trainer.strategy.model, writeback=False), trainer.precision_plugin.forward_context():
+            result = score_gpt(pl_module.model, [self.token_ids[i] for i in mine], self.max_batch_tokens)
         shard_len = -(-n // world)
         padded = torch.full((shard_len,), float("nan"), dtype=torch.float64, device=pl_module.device)
         padded[: len(mine)] = torch.as_tensor(result.values, device=pl_module.device)

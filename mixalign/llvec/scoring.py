@@ -13,11 +13,13 @@ text's end, so it is full length too). Every target is scored exactly once, each
 All windows of all texts are scored together: sorted by length and packed into right-padded
 batches under a token budget (length bucketing), then summed back to their texts in float64.
 Right padding is invisible to causal attention, so batched scores equal one-at-a-time scores up
-to float32 rounding.
+to float32 rounding. For a mixalign `GPT` (`score_gpt`), the LM head runs only on positions that
+are scored: a window's context-only positions and the padding skip the head's matmul and softmax.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,10 +31,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mixalign.model.checkpoint import gpt_from_checkpoint
-from mixalign.model.nanogpt import GPT, IGNORE_INDEX
+from mixalign.model.nanogpt import GPT, IGNORE_INDEX, target_logprobs
 
 LogprobFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 HF_EXTRA_HINT = "pip install 'mixalign[hf]'"
@@ -47,20 +48,20 @@ class ScoreResult:
 
 
 @dataclass
-class _Segment:
+class Window:
     text: int
     inputs: np.ndarray  # int64 (T,)
     targets: np.ndarray  # int64 (T,), IGNORE_INDEX where this window does not score
 
 
-def _segments(text_index: int, ids: Sequence[int], context: int) -> list[_Segment]:
+def sliding_windows(text_index: int, ids: Sequence[int], context: int) -> list[Window]:
     """Windows covering every next-token target of `ids` exactly once."""
     ids = np.asarray(ids, dtype=np.int64)
     n_targets = len(ids) - 1
     if n_targets <= 0:
         return []
     if n_targets <= context:
-        return [_Segment(text_index, ids[:-1], ids[1:].copy())]
+        return [Window(text_index, ids[:-1], ids[1:].copy())]
     stride = max(1, context // 2)
     segments = []
     scored = 0  # targets ids[1..scored] are done
@@ -72,16 +73,23 @@ def _segments(text_index: int, ids: Sequence[int], context: int) -> list[_Segmen
         # Target j (position j - start - 1 in this window) is new iff j > scored.
         first_new = scored + 1 - (start + 1)
         targets[:first_new] = IGNORE_INDEX
-        segments.append(_Segment(text_index, inputs, targets))
+        segments.append(Window(text_index, inputs, targets))
         scored = start + context
         start += stride
     return segments
 
 
 def default_batch_tokens(device: str | torch.device) -> int:
-    """Scoring batch budget: big on GPUs; small on CPUs, where a big batch's logits overflow the
-    caches and run slower than one text at a time (BENCHMARKS.md, scoring)."""
+    """Scoring batch budget: big on GPUs; small on CPUs, where big batches overflow the caches and
+    gain nothing, the work being compute-bound already (BENCHMARKS.md, scoring)."""
     return 16384 if torch.device(device).type == "cuda" else 1024
+
+
+def default_head_rows(device: str | torch.device) -> int:
+    """Positions per LM-head chunk when scoring a mixalign `GPT` (`GPT.token_logprobs`'
+    rows_per_chunk): a 256 x vocab block of logits stays in a CPU's cache; on a GPU the chunk only
+    bounds the float32 logits' memory."""
+    return 4096 if torch.device(device).type == "cuda" else 256
 
 
 def score_token_ids(
@@ -104,13 +112,13 @@ def score_token_ids(
     if max_batch_tokens < 1:
         raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
     n = len(token_ids)
-    segments: list[_Segment] = []
+    segments: list[Window] = []
     windows = np.zeros(n, dtype=np.int64)
     for i, ids in enumerate(token_ids):
         ids = list(ids)
         if bos_id is not None:
             ids = [bos_id] + ids
-        segs = _segments(i, ids, context)
+        segs = sliding_windows(i, ids, context)
         windows[i] = len(segs)
         segments.extend(segs)
 
@@ -157,6 +165,19 @@ def score_token_ids(
         bad = np.flatnonzero(~np.isfinite(values))[:5].tolist()
         raise ValueError(f"non-finite log-likelihoods for texts {bad} (model produced NaN/inf)")
     return ScoreResult(values, int((windows > 1).sum()), int(counts.sum()), counts)
+
+
+def _gpt_logprob_fn(model: GPT, device) -> LogprobFn:
+    return functools.partial(model.token_logprobs, rows_per_chunk=default_head_rows(device))
+
+
+def score_gpt(model: GPT, token_ids: Sequence[Sequence[int]], max_batch_tokens: int | None = None) -> ScoreResult:
+    """`score_token_ids` for a mixalign `GPT`, on its device, with its context and the LM head run
+    only on scored positions (`default_head_rows`)."""
+    device = next(model.parameters()).device
+    return score_token_ids(
+        _gpt_logprob_fn(model, device), token_ids, model.config.block_size, max_batch_tokens=max_batch_tokens, device=device
+    )
 
 
 # -- scorers ------------------------------------------------------------------------------------
@@ -228,7 +249,7 @@ def scorer_from_gpt(model: GPT, tokenizer, description: str) -> Scorer:
         )
     device = next(model.parameters()).device
     return Scorer(
-        logprob_fn=model.token_logprobs,
+        logprob_fn=_gpt_logprob_fn(model, device),
         tokenizer=tokenizer,
         context=model.config.block_size,
         bos_id=None,
@@ -313,11 +334,7 @@ def _load_hf(path: Path, device) -> Scorer:
         raise ValueError(f"{path}: the tokenizer's vocabulary ({len(tokenizer)}) is larger than the model's ({vocab})")
 
     def logprob_fn(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = model(input_ids=inputs, use_cache=False).logits
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        ignore = targets == IGNORE_INDEX
-        picked = logprobs.gather(-1, targets.masked_fill(ignore, 0).unsqueeze(-1)).squeeze(-1)
-        return picked.masked_fill(ignore, 0.0)
+        return target_logprobs(model(input_ids=inputs, use_cache=False).logits, targets)
 
     return Scorer(
         logprob_fn=logprob_fn,

@@ -16,7 +16,7 @@ import yaml
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.io import atomic_path
 from mixalign.llvec.estimators import centre
-from mixalign.llvec.scoring import model_vector, score_token_ids
+from mixalign.llvec.scoring import model_vector, score_gpt
 from mixalign.llvec.textset import TextSet, load_textset, subset_textset
 from mixalign.llvec.vectors import LogLikelihoodVector, load_vector, save_vector, vector_from_scores
 from mixalign.mixture.probes import ProbeJob, ProbeSettings, probe_key, run_probes, state_fingerprint, train_steps
@@ -158,10 +158,7 @@ def compute_mixture(
     if base_path.exists():
         l0 = load_vector(base_path).values
     else:
-        scored = score_token_ids(
-            base.token_logprobs, token_ids, context=base.config.block_size,
-            max_batch_tokens=config.max_batch_tokens, device=next(base.parameters()).device,
-        )
+        scored = score_gpt(base, token_ids, config.max_batch_tokens)
         l0 = scored.values
         save_vector(vector_from_scores(scored, textset, "base"), base_path)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mixalign.data.sampling import MixtureBatches
-from mixalign.llvec.scoring import score_token_ids
+from mixalign.llvec.scoring import score_gpt
 from mixalign.llvec.textset import TextSet
 from mixalign.llvec.vectors import LogLikelihoodVector, load_vector, save_vector, vector_from_scores
 from mixalign.model.module import param_groups
@@ -83,10 +83,7 @@ def run_probe(job: ProbeJob) -> LogLikelihoodVector:
     model = GPT(job.config)
     model.load_state_dict(job.base_state)
     train_steps(model, job.batches, job.settings)
-    result = score_token_ids(
-        model.token_logprobs, job.token_ids, context=model.config.block_size, max_batch_tokens=job.max_batch_tokens,
-        device=next(model.parameters()).device,
-    )
+    result = score_gpt(model, job.token_ids, job.max_batch_tokens)
     vector = vector_from_scores(
         result, job.textset, f"probe {job.name}, {job.settings.steps} steps",
         meta={"probe": job.name, "settings": asdict(job.settings)},

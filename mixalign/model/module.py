@@ -35,7 +35,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 class NonFiniteLossError(ValueError):
-    """A NaN or infinite loss: stop before the optimizer spreads it into the weights."""
+    """A NaN or infinite loss: stop before any checkpoint saves the weights it spoiled."""
 
 
 class DomainSums(Metric):
@@ -74,6 +74,9 @@ class NanoGPTModule(L.LightningModule):
             the loss becomes (1 - alpha) CE + alpha T^2 KL(teacher || student).
         distill_alpha: alpha of the distillation loss.
         distill_temperature: T of the distillation loss.
+        compile: `torch.compile` the model (worth it on GPUs; on CPUs compiling costs more than
+            it saves at demo scale).
+        fused_adamw: the fused AdamW kernel; None = fused on CUDA, the default kernel elsewhere.
     """
 
     def __init__(
@@ -95,6 +98,8 @@ class NanoGPTModule(L.LightningModule):
         teacher: str | None = None,
         distill_alpha: float = 0.5,
         distill_temperature: float = 1.0,
+        compile: bool = False,
+        fused_adamw: bool | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -106,6 +111,8 @@ class NanoGPTModule(L.LightningModule):
         self.domains: list[str] = []
         self._teacher: list[GPT] = []  # a list keeps the teacher out of state_dict and the optimizer
         self._last_log: tuple[float, int] | None = None
+        self._first_nonfinite: torch.Tensor | None = None  # (step, loss), on the device; step -1: none yet
+        self._compiled = False
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -144,12 +151,19 @@ class NanoGPTModule(L.LightningModule):
             )
         return teacher.requires_grad_(False)
 
+    def configure_model(self) -> None:
+        if self.hparams.compile and not self._compiled:  # once: later fits (mixture rounds) reuse it
+            self.model.compile()  # in place: parameter names and checkpoints stay those of the plain model
+            self._compiled = True
+
     def on_fit_start(self) -> None:
         for teacher in self._teacher:
             teacher.to(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Make the checkpoint self-contained for scoring (tokenizer) and exact resumption (counts)."""
+        """Make the checkpoint self-contained for scoring (tokenizer) and exact resumption (counts);
+        refuse to save weights that a non-finite loss has spoiled."""
+        self._stop_if_nonfinite()
         if self.domains:
             checkpoint["mixalign"] = {
                 "tokenizer_json": self.tokenizer_json,
@@ -179,11 +193,7 @@ class NanoGPTModule(L.LightningModule):
             loss = distillation_loss(logits, teacher_logits, batch["target"], hp.distill_alpha, hp.distill_temperature)
         else:
             loss = self.token_losses(batch).mean()
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training stopped: the loss is {loss.item()} at step {self.trainer.global_step} (batch {batch_idx}); "
-                f"the last checkpoint saved before this step holds the last good weights"
-            )
+        self._note_nonfinite(loss)
         self.log("train/loss", loss, prog_bar=True)
         self.train_tokens.update(batch["domain"], torch.full_like(batch["domain"], batch["target"].size(1)))
         return loss
@@ -192,6 +202,7 @@ class NanoGPTModule(L.LightningModule):
         step = self.trainer.global_step
         if step % self.trainer.log_every_n_steps != 0:
             return  # everything below syncs or reads clocks: only at logging intervals
+        self._stop_if_nonfinite()
         tokens_per_step = batch["target"].numel() * self.trainer.accumulate_grad_batches * self.trainer.world_size
         tokens = step * tokens_per_step
         now = time.perf_counter()
@@ -205,6 +216,29 @@ class NanoGPTModule(L.LightningModule):
         weights = self.trainer.datamodule.weights  # the mixture in force at this step
         metrics.update({f"mixture/weight/{d}": float(w) for d, w in zip(self.domains, weights)})
         self.log_dict(metrics, on_step=True, on_epoch=False)
+
+    def _note_nonfinite(self, loss: torch.Tensor) -> None:
+        """Remember the first non-finite loss on the device: testing it on the host here would
+        stall a GPU every step. `_stop_if_nonfinite` reads it at logging intervals and saves."""
+        loss = loss.detach().float()
+        if self._first_nonfinite is None:
+            self._first_nonfinite = loss.new_full((2,), -1.0)
+        now = torch.stack([loss.new_full((), float(self.trainer.global_step)), loss])
+        first = (self._first_nonfinite[0] < 0) & ~torch.isfinite(loss)
+        self._first_nonfinite = torch.where(first, now, self._first_nonfinite)
+
+    def _stop_if_nonfinite(self) -> None:
+        if self._first_nonfinite is None:
+            return
+        step, loss = self._first_nonfinite.tolist()
+        if step >= 0:
+            raise NonFiniteLossError(
+                f"training stopped: the loss is {loss} at step {int(step)}; no checkpoint was saved after "
+                f"it, so the last checkpoint holds the last good weights"
+            )
+
+    def on_train_end(self) -> None:
+        self._stop_if_nonfinite()
 
     # -- validation ------------------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -223,8 +257,9 @@ class NanoGPTModule(L.LightningModule):
     # -- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
+        fused = hp.fused_adamw if hp.fused_adamw is not None else self.device.type == "cuda"
         optimizer = torch.optim.AdamW(
-            param_groups(self.model, hp.weight_decay), lr=hp.learning_rate, betas=tuple(hp.betas)
+            param_groups(self.model, hp.weight_decay), lr=hp.learning_rate, betas=tuple(hp.betas), fused=fused or None
         )
         decay_steps = hp.lr_decay_steps or self.trainer.max_steps
         if decay_steps <= 0:

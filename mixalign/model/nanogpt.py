@@ -1,7 +1,9 @@
 """A GPT-2 language model and the knowledge-distillation loss, in one file.
 
 The whole model is meant to be read top to bottom: config, attention, MLP, block,
-GPT, then the distillation loss used when training toward a teacher.
+GPT, then the two heads' worth of arithmetic on logits: log-probabilities of the
+targets (training loss and scoring) and the distillation loss used when training
+toward a teacher.
 """
 
 import math
@@ -114,8 +116,8 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
         # nn.LayerNorm already starts at weight 1, bias 0.
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (B, T, vocab_size) for token ids idx of shape (B, T)."""
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final-LayerNorm activations of shape (B, T, n_embd): what the LM head reads."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(
@@ -125,19 +127,35 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
 
-    def token_logprobs(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (B, T, vocab_size) for token ids idx of shape (B, T)."""
+        return self.lm_head(self.hidden_states(idx))
+
+    def token_logprobs(
+        self, idx: torch.Tensor, targets: torch.Tensor, rows_per_chunk: int | None = None
+    ) -> torch.Tensor:
         """log p(targets[b, t] | idx[b, :t+1]) of shape (B, T), float32.
 
-        The softmax runs in float32 even under bf16 autocast: log-likelihoods are
-        summed and compared downstream, and bf16 rounding would swamp the differences.
         Positions whose target is IGNORE_INDEX (-100) get 0.0, so sums skip padding.
+        rows_per_chunk=None is the training path: every position through the LM head at
+        once, static shapes for torch.compile. A number is the scoring path: only positions
+        with a target go through the head, that many at a time, so the context-only
+        positions of sliding windows and the padding cost no head matmul, and each chunk's
+        logits stay in the CPU's cache (BENCHMARKS.md, scoring).
         """
-        logprobs = F.log_softmax(self(idx).float(), dim=-1)
-        ignore = targets == IGNORE_INDEX
-        picked = logprobs.gather(-1, targets.masked_fill(ignore, 0).unsqueeze(-1)).squeeze(-1)
-        return picked.masked_fill(ignore, 0.0)
+        if rows_per_chunk is None:
+            return target_logprobs(self(idx), targets)  # self(): the compiled forward, if compiled
+        hidden = self.hidden_states(idx)
+        keep = targets != IGNORE_INDEX
+        rows, row_targets = hidden[keep], targets[keep]
+        picked = [
+            target_logprobs(self.lm_head(rows[s : s + rows_per_chunk]), row_targets[s : s + rows_per_chunk])
+            for s in range(0, rows.shape[0], rows_per_chunk)
+        ]
+        out = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+        return out.masked_scatter(keep, torch.cat(picked)) if picked else out
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count; non_embedding drops the position table.
@@ -158,6 +176,18 @@ class GPT(nn.Module):
         """
         c = self.config
         return 6 * self.num_parameters() + 12 * c.n_layer * c.n_embd * c.block_size
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., target], 0.0 where target == IGNORE_INDEX.
+
+    The softmax runs in float32 even under bf16 autocast: log-likelihoods are summed and
+    compared downstream, and bf16 rounding would swamp the differences.
+    """
+    logprobs = F.log_softmax(logits.float(), dim=-1)
+    ignore = targets == IGNORE_INDEX
+    picked = logprobs.gather(-1, targets.masked_fill(ignore, 0).unsqueeze(-1)).squeeze(-1)
+    return picked.masked_fill(ignore, 0.0)
 
 
 def distillation_loss(
