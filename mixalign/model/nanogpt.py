@@ -1,9 +1,8 @@
 """A GPT-2 language model and the knowledge-distillation loss, in one file.
 
 The whole model is meant to be read top to bottom: config, attention, MLP, block,
-GPT, then the two heads' worth of arithmetic on logits: log-probabilities of the
-targets (training loss and scoring) and the distillation loss used when training
-toward a teacher.
+GPT, then the arithmetic on logits: the targets' log-probabilities (training loss
+and scoring) and the distillation loss used when training toward a teacher.
 """
 
 import math
