@@ -32,6 +32,20 @@ PILE_TRAINER = dict(log_every_n_steps=10, gradient_clip_val=1.0, precision="32-t
 SEED = 1337
 
 
+def add_run_arguments(parser, quick_help: str) -> None:
+    """--threads, --cache-dir and --quick: the options every data-backed benchmark takes."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: stable on a shared 2-core machine; 0 = torch default)")
+    parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="prepared-data cache")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def set_threads(threads: int) -> None:
+    """Pin torch's intra-op threads; 0 keeps torch's default."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def machine() -> dict[str, Any]:
     """nproc, CPU model, RAM, versions, date: recorded next to every figure."""
     cpu = "unknown"

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from _common import (  # noqa: E402
-    DEFAULT_CACHE, PILE_MODEL, PILE_OPTIM, RESULTS, SEED, median, peak_rss_mib, prepared_datamodule, table,
-    write_result,
+    PILE_MODEL, PILE_OPTIM, RESULTS, SEED, add_run_arguments, median, peak_rss_mib, prepared_datamodule,
+    set_threads, table, write_result,
 )
 
 
@@ -59,14 +59,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=20, help="plain-loop steps if bench_train.json is absent")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 200 batches, 1 repeat")
+    add_run_arguments(parser, "smoke run: 200 batches, 1 repeat")
     args = parser.parse_args()
     if args.quick:
         args.batches, args.repeats, args.train_steps = 200, 1, 5
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     dm = prepared_datamodule(args.cache_dir)
     dataset = dm.train_dataset()

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from _common import (  # noqa: E402
-    DEFAULT_CACHE, PILE_MODEL, PILE_OPTIM, PILE_TRAINER, RESULTS, SEED, median, peak_rss_mib,
-    prepared_datamodule, table, write_result,
+    PILE_MODEL, PILE_OPTIM, PILE_TRAINER, RESULTS, SEED, add_run_arguments, median, peak_rss_mib,
+    prepared_datamodule, set_threads, table, write_result,
 )
 
 LR_DECAY_STEPS = 600  # pile.yaml's max_steps: the product's schedule
@@ -216,10 +216,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs of each side, interleaved L, P, L, P, ...")
     parser.add_argument("--warmup", type=int, default=10, help="untimed optimizer steps first")
     parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads on both sides (default 1: stable on a shared 2-core machine; 0 = torch default)")
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="prepared-data cache")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs each, 5 + 20 steps")
+    add_run_arguments(parser, "smoke run: 2 runs each, 5 + 20 steps")
     parser.add_argument("--profile", action="store_true", help="cProfile one run of each side instead")
     parser.add_argument("--gpu", action="store_true", help="GPU section: GPT-2 124M, bf16-mixed, torch.compile, MFU")
     parser.add_argument("--gpu-batch", type=int, default=8, help="GPU section: windows of 1024 tokens per batch")
@@ -234,8 +231,7 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu: no CUDA device here (not run: no GPU in this session)")
         args.device, args.compile = "cuda", True
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     if args.worker:
         result = (worker_lightning if args.worker == "lightning" else worker_plain)(args)

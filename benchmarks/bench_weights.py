@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from _common import (  # noqa: E402
-    DEFAULT_CACHE, PILE_MODEL, PILE_OPTIM, SEED, median, peak_rss_mib, prepared_datamodule, table, write_result,
+    PILE_MODEL, PILE_OPTIM, SEED, add_run_arguments, median, peak_rss_mib, prepared_datamodule, set_threads,
+    table, write_result,
 )
 from mixalign.llvec.scoring import score_gpt  # noqa: E402
 from mixalign.llvec.textset import load_textset, subset_textset  # noqa: E402
@@ -125,14 +126,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=2, help="domain probes to time")
     parser.add_argument("--probe-steps", type=int, default=40, help="S (mixture.probe_steps)")
     parser.add_argument("--n-texts", type=int, default=0, help="text-set subset (0: all 1000 demo texts)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE)
-    parser.add_argument("--quick", action="store_true", help="smoke run: solver x2, 1 probe of 5 steps on 100 texts")
+    add_run_arguments(parser, "smoke run: solver x2, 1 probe of 5 steps on 100 texts")
     args = parser.parse_args()
     if args.quick:
         args.solver_repeats, args.probes, args.probe_steps, args.n_texts = 2, 1, 5, 100
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     solver = bench_solver(args.N, args.K, args.solver_repeats)
     solver["peak_rss_mib"] = peak_rss_mib()
