@@ -39,9 +39,13 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_checkpoint_io():
-    """Lightning CheckpointIO whose local saves are atomic (Lightning's own buffers, then overwrites in place).
+    """Lightning CheckpointIO whose local saves are atomic: a temporary file beside the checkpoint,
+    fsynced, then renamed onto it.
 
-    A run killed while `last.ckpt` is being written keeps the previous, whole `last.ckpt`.
+    Lightning's own (2.6) stages the file in the system temporary directory and moves it; when that
+    is another filesystem (a tmpfs /tmp) the move copies onto the checkpoint in place, so a run
+    killed or out of disk space mid-copy loses its `last.ckpt` (tests/test_reliability.py shows
+    both). With this one the previous, whole `last.ckpt` survives.
     """
     import torch
     from lightning.fabric.utilities.cloud_io import get_filesystem

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,12 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def trained_probes(stdout: str) -> int:
+    """The count in the "probes trained this time: N" line a mixture computation prints."""
+    (count,) = re.findall(r"probes trained this time: (\d+)", stdout)
+    return int(count)
 
 
 def reported_metric(stdout: str, name: str) -> float:

@@ -81,7 +81,7 @@ CASES = {
     "vocab larger than the model's": (lambda w, c: fit(w, c, "--data.tokenizer", "gpt2", "--data.bpe_vocab_size", "null",
                                                        "--model.init_from", str(REPO / "checkpoints/base.ckpt"),
                                                        "--model.n_layer", "4", "--model.n_head", "4", "--model.n_embd", "128",
-                                                       "--model.block_size", "128"),
+                                                       "--data.block_size", "128"),
                                       r"another architecture \(vocab_size: checkpoint 4096 vs config 50257\)"),
     "checkpoint of another architecture": (lambda w, c: fit(w, c, "--data.tokenizer", "demo-4k", "--data.bpe_vocab_size", "null",
                                                             "--model.init_from", str(REPO / "checkpoints/base.ckpt")),
@@ -89,8 +89,11 @@ CASES = {
     "truncated checkpoint": (lambda w, c: fit(w, c, "--model.init_from",
                                               shard(w, "cut.ckpt", (REPO / "checkpoints/base.ckpt").read_bytes()[:4096])),
                              r"cut.ckpt: cannot load checkpoint \(truncated or corrupt"),
-    "block_size larger than the model's": (lambda w, c: fit(w, c, "--data.block_size", "128"),
-                                           r"data.block_size \(128\) is larger than the model's block_size \(64\)"),
+    "block_size larger than the checkpoint's": (lambda w, c: fit(w, c, "--data.tokenizer", "demo-4k", "--data.bpe_vocab_size", "null",
+                                                            "--model.init_from", str(REPO / "checkpoints/base.ckpt"),
+                                                            "--model.n_layer", "4", "--model.n_head", "4", "--model.n_embd", "128",
+                                                            "--data.block_size", "512"),
+                                                 r"base.ckpt: checkpoint is of another architecture \(block_size: checkpoint 128 vs config 512\)"),
     "probe steps 0": (lambda w, c: fit(w, c, "--mixture.probe_steps", "0", "--mixture.target", "x.npz"),
                       r"mixture.probe_steps must be positive, got 0"),
     "unknown solver": (lambda w, c: fit(w, c, "--mixture.solver", "magic", "--mixture.target", "x.npz"),
@@ -103,7 +106,7 @@ CASES = {
                                                shard(w, "zero.jsonl", b""), "--out", str(w / "v.npz")], None),
     "kl of vectors from different text sets": (lambda w, c: ["kl", str(REPO / "checkpoints/target.npz"), str(w / "small.npz")],
                                                r"text set"),
-    "weights without --out": (lambda w, c: ["weights", "--config", str(TINY)], r"--out PATH is required"),
+    "weights without --out": (lambda w, c: ["weights", "--config", str(TINY)], r"required: out"),
 }
 
 
@@ -132,8 +135,8 @@ def test_bad_input(case, capsys, work, corpus):
     if case == "kl of vectors from different text sets":
         import shutil
 
-        from mixalign.llvec.vectors import load_vector, save_vector, subset_vector
         from mixalign.llvec.textset import load_textset, subset_textset
+        from mixalign.llvec.vectors import load_vector, save_vector, subset_vector
 
         full = load_vector(REPO / "checkpoints/target.npz")
         save_vector(subset_vector(full, subset_textset(load_textset("demo"), 10)), work / "small.npz")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, mixalign, scalars, tiny
+from conftest import REPO, mixalign, scalars, tiny, trained_probes
 
 from mixalign.data.prepare import _is_valid
-from mixalign.io import atomic_checkpoint_io, atomic_path
+from mixalign.io import atomic_path
 from mixalign.model.checkpoint import gpt_from_checkpoint, read_checkpoint
 
 
@@ -49,14 +49,47 @@ def test_atomic_path_leaves_old_file_whole_on_failure(tmp_path):
     assert target.read_text() == "old: 1\n" and [p.name for p in tmp_path.iterdir()] == ["weights.yaml"]
 
 
-def test_checkpoint_writes_are_atomic(tmp_path):
+KILLED_MID_SAVE = """
+import builtins, os, signal, sys, torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from mixalign.io import atomic_checkpoint_io
+path, kind = sys.argv[1], sys.argv[2]
+io = atomic_checkpoint_io() if kind == "atomic" else TorchCheckpointIO()
+io.save_checkpoint({"state_dict": {"w": torch.ones(1000)}}, path)
+
+def killed_once_writing(real, writes):  # SIGKILL as soon as a file in the checkpoint's directory is open for writing
+    def opener(file, *args, **kwargs):
+        handle = real(file, *args, **kwargs)
+        if isinstance(file, (str, os.PathLike)) and os.path.dirname(os.path.abspath(file)) == os.path.dirname(path) \\
+                and writes(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return handle
+    return opener
+
+builtins.open = killed_once_writing(builtins.open, lambda mode="r", *a, **k: mode[0] in "wax" or "+" in mode)
+os.open = killed_once_writing(os.open, lambda flags, *a, **k: bool(flags & (os.O_WRONLY | os.O_RDWR)))
+io.save_checkpoint({"state_dict": {"w": torch.zeros(1_000_000)}}, path)
+"""
+SHM = Path("/dev/shm")
+
+
+@pytest.mark.parametrize("io", ["atomic", "stock"])
+def test_a_run_killed_while_saving_keeps_the_previous_checkpoint(tmp_path, io):
+    """Killed as a save starts writing into the checkpoint's directory. mixalign's IO writes a
+    temporary file there and renames it, so the previous checkpoint stays whole. Lightning's stock
+    IO buffers into the system temporary directory and, when that is another filesystem (a tmpfs
+    /tmp), copies onto the checkpoint in place: the previous one is lost (shown: the test has teeth)."""
+    if io == "stock" and not (SHM.is_dir() and SHM.stat().st_dev != tmp_path.stat().st_dev):
+        pytest.skip("needs /dev/shm on another filesystem than the test's directory")
     path = tmp_path / "last.ckpt"
-    io = atomic_checkpoint_io()
-    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
-    with pytest.raises(Exception):
-        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "unpicklable": lambda: None}, path)
-    assert torch.equal(torch.load(path)["state_dict"]["w"], torch.ones(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(SHM)}
+    out = subprocess.run([sys.executable, "-c", KILLED_MID_SAVE, str(path), io], env=env, capture_output=True, text=True)
+    assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+    if io == "atomic":
+        assert torch.equal(torch.load(path)["state_dict"]["w"], torch.ones(1000))
+    else:
+        with pytest.raises(Exception):
+            torch.load(path)
 
 
 # -- numeric faults --------------------------------------------------------------------------------
@@ -115,6 +148,11 @@ def test_fit_killed_then_resumed_from_last_matches_an_uninterrupted_run(tmp_path
         assert value == pytest.approx(losses[step], abs=1e-6)
 
 
+def finished_probes(cache: Path) -> list[Path]:
+    """A probe is finished when its vector is cached (written after its exact-KL file)."""
+    return [p for p in cache.glob("probe-*.npz") if not p.name.endswith(".exact.npz")]
+
+
 @pytest.mark.slow
 def test_weights_killed_between_probes_reuses_them_and_gives_the_same_weights(tmp_path, demo_cache, tiny_target):
     def args(cache: str, out: str) -> list[str]:
@@ -122,14 +160,16 @@ def test_weights_killed_between_probes_reuses_them_and_gives_the_same_weights(tm
                                  "--mixture.probe_steps", "10", "--mixture.cache_dir", cache, cache=demo_cache),
                 "--out", out]
 
-    mixalign(*args("straight", "straight.yaml"), cwd=tmp_path)
+    first = mixalign(*args("straight", "straight.yaml"), cwd=tmp_path).stdout
+    total = trained_probes(first)
+    assert total == len(finished_probes(tmp_path / "straight")) > 9  # base, 8 domains, candidates
     probes = tmp_path / "killed"
     kill_when(start(*args("killed", "killed.yaml"), cwd=tmp_path),
-              lambda: len([p for p in probes.glob("probe-*.npz")]) >= 3)
-    done = len(list(probes.glob("probe-*.npz")))
+              lambda: len(finished_probes(probes)) >= 3)
+    done = len(finished_probes(probes))
     assert not (tmp_path / "killed.yaml").exists()
     rerun = mixalign(*args("killed", "killed.yaml"), cwd=tmp_path).stdout
-    assert f"probes trained this time: {9 - done}" in rerun
+    assert trained_probes(rerun) == total - done
     straight = yaml.safe_load((tmp_path / "straight.yaml").read_text())["weights"]
     resumed = yaml.safe_load((tmp_path / "killed.yaml").read_text())["weights"]
     assert resumed == pytest.approx(straight, abs=1e-9)

@@ -4,11 +4,13 @@ import random
 import numpy as np
 import pytest
 import zstandard
+from conftest import write_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixalign.data.prepare import is_heldout
-from mixalign.data.reader import DataError, read_documents
+from mixalign.data.reader import read_documents
+from mixalign.errors import DataError
 from mixalign.llvec.textset import (
     TextSet,
     build_textset,
@@ -17,8 +19,6 @@ from mixalign.llvec.textset import (
     save_textset,
     utf8_chunks,
 )
-
-from conftest import write_corpus
 
 SPLIT = dict(split_seed=7, val_fraction=0.5)
 

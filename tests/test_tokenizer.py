@@ -9,7 +9,15 @@ import pytest
 from tokenizers import Tokenizer
 
 from mixalign.assets import SHIPPED_TOKENIZERS
-from mixalign.data.tokenizer import EOT, eot_id, load_tokenizer, save_tokenizer, tokenizer_hash, train_bpe
+from mixalign.data.tokenizer import (
+    EOT,
+    eot_id,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_hash,
+    train_bpe,
+)
+from mixalign.errors import MixalignError
 
 TEXTS = [
     "the cat sat on the mat. the cat ate the fish.\n" * 3,
@@ -101,16 +109,16 @@ def test_save_and_load(tmp_path, small):
 
 
 def test_load_missing_names_value_and_shipped(tmp_path):
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(MixalignError) as e:
         load_tokenizer("no-such-tokenizer")
     msg = str(e.value)
     assert "no-such-tokenizer" in msg
     for name in SHIPPED_TOKENIZERS:
         assert name in msg
-    with pytest.raises(FileNotFoundError, match="empty"):
+    with pytest.raises(MixalignError, match="empty"):
         load_tokenizer(tmp_path / "empty")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MixalignError):
         load_tokenizer(tmp_path / "empty")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import lightning as L
@@ -10,11 +9,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mixalign.data.prepare import PreparedData, PrepareConfig, SplitTokens, prepare
-from mixalign.data.reader import DataError
-from mixalign.data.sampling import FixedWindows, MixtureBatches
-from mixalign.data.tokenizer import load_tokenizer
+from mixalign.data.prepare import PrepareConfig, PreparedData, SplitTokens, prepare
+from mixalign.data.sampling import BatchIndices, FixedWindows, MixtureBatches
+from mixalign.data.tokenizer import load_tokenizer, vocabulary_id
 from mixalign.data.weights import resolve_weights
+from mixalign.errors import DataError
+from mixalign.mixture.rounds import WeightSchedule
+
+ALIGNED = "aligned"  # data.weights value: computed from mixture.target before (and during) training
 
 
 class PileMixtureDataModule(L.LightningDataModule):
@@ -26,7 +28,8 @@ class PileMixtureDataModule(L.LightningDataModule):
             ``null`` trains a byte-level BPE of ``bpe_vocab_size`` on the training documents.
         bpe_vocab_size: vocabulary of the BPE to train when ``tokenizer`` is null.
         domains: the domains to use (default: every domain in the data).
-        weights: ``uniform``, ``natural`` (token-proportional), ``{domain: weight}``, or a YAML/JSON file.
+        weights: ``aligned`` (computed toward ``mixture.target``: the method), ``uniform``, ``natural``
+            (token-proportional), ``{domain: weight}``, or a YAML/JSON file (``mixalign weights`` writes one).
         block_size: tokens per training window (must not exceed the model's).
         batch_size: windows per batch (per device).
         val_fraction: share of documents held out (by document hash) for validation and text sets.
@@ -34,7 +37,9 @@ class PileMixtureDataModule(L.LightningDataModule):
         seed: fixes the training data order (which windows, from which domains, in which batch).
         split_seed: fixes which documents are held out; text sets are built with the same value.
         cache_dir: where prepared data is stored and reused.
-        num_workers: dataloader worker processes.
+        num_workers: validation loader worker processes (training batches are made in the main process
+            at their step, so a mixture computed mid-run applies exactly; the sampler is thousands of
+            times faster than training, BENCHMARKS.md).
         num_proc: processes tokenizing shards in parallel during preparation.
         skip_malformed: skip malformed lines with a counted warning instead of failing.
     """
@@ -81,8 +86,8 @@ class PileMixtureDataModule(L.LightningDataModule):
         self.block_size = block_size
         self.batch_size = batch_size
         self.data: PreparedData | None = None
-        self.schedule: dict[int, np.ndarray] = {}  # first step -> weights in force from there on
-        self._pinned: dict[int, np.ndarray] = {}
+        self.schedule: WeightSchedule | None = None  # the weights in force at each step
+        self._streams: dict[tuple, MixtureBatches] = {}
 
     def prepare_data(self) -> None:
         prepare(self.config, self.hparams.cache_dir, self.hparams.num_proc)
@@ -91,26 +96,27 @@ class PileMixtureDataModule(L.LightningDataModule):
         if self.data is not None:
             return
         self.data = prepare(self.config, self.hparams.cache_dir, self.hparams.num_proc)
-        self.set_weights(self.weights_spec)
+        self.schedule = WeightSchedule(self.domains)
+        if not self.aligned:
+            self.schedule.set(0, self._checked_weights(self.weights_spec))
 
     @property
     def domains(self) -> list[str]:
         return self.data.domains
 
-    def set_weights(self, spec) -> None:
-        """The weights from the config (replaced by a checkpoint's schedule on resume)."""
-        self.schedule = {0: self._checked_weights(spec)}
-
-    def pin_weights(self, step: int, spec) -> None:
-        """Weights computed in this session for training from `step` on; they survive checkpoint restore."""
-        self.schedule[step] = self._pinned[step] = self._checked_weights(spec)
-
-    def weights_at(self, step: int) -> np.ndarray:
-        return self.schedule[max(s for s in self.schedule if s <= step)]
+    @property
+    def aligned(self) -> bool:
+        """The weights are computed during the run (`data.weights: aligned`), not given."""
+        return isinstance(self.weights_spec, str) and self.weights_spec == ALIGNED
 
     @property
     def weights(self) -> np.ndarray:
-        return self.weights_at(self.trainer.global_step if self.trainer else 0)
+        """The mixture in force at the current step."""
+        return self.schedule.at(self.trainer.global_step if self.trainer else 0)
+
+    def set_weights(self, step: int, spec) -> None:
+        """Train on `spec` (any `data.weights` value but ``aligned``) from `step` on."""
+        self.schedule.set(step, self._checked_weights(spec))
 
     def _checked_weights(self, spec) -> np.ndarray:
         train_tokens = [self.data.count(d, "train") for d in self.domains]
@@ -123,26 +129,35 @@ class PileMixtureDataModule(L.LightningDataModule):
                 )
         return weights
 
-    def train_dataset(self, start: int = 0, rank: int = 0, weights: np.ndarray | None = None,
-                      seed: int | None = None) -> MixtureBatches:
-        """Training batches from `weights` (default: the weights in force) and `seed` (default: data.seed)."""
+    def train_dataset(self, weights: np.ndarray, rank: int = 0, seed: int | None = None) -> MixtureBatches:
+        """Training batches from fixed `weights` and `seed` (default: data.seed), by index."""
         return MixtureBatches(
             open_tokens=SplitTokens(self.data.root, tuple(self.domains), "train"),
             lengths=[self.data.count(d, "train") for d in self.domains],
-            weights=self.weights if weights is None else weights,
+            weights=weights,
             block_size=self.block_size,
             batch_size=self.batch_size,
             seed=self.hparams.seed if seed is None else seed,
             rank=rank,
-            start=start,
         )
 
     def train_dataloader(self) -> DataLoader:
         # Batches already consumed: the checkpoint restored `global_step` before this is called.
         trainer = self.trainer
         start = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
-        dataset = self.train_dataset(start=start, rank=trainer.global_rank if trainer else 0)
-        return self._loader(dataset, batch_size=None)
+        return DataLoader(BatchIndices(start), batch_size=None)
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """A training batch index becomes its batch, with the weights in force at its step."""
+        if "index" not in batch:
+            return batch  # a validation batch
+        index = int(batch["index"])
+        step = index // self.trainer.accumulate_grad_batches
+        weights = self.schedule.at(step)
+        key = (self.trainer.global_rank, weights.tobytes())
+        if key not in self._streams:
+            self._streams[key] = self.train_dataset(weights, rank=self.trainer.global_rank)
+        return self._streams[key].batch(index)
 
     def val_dataloader(self) -> DataLoader:
         tokens = [self.data.tokens(d, "val") for d in self.domains]
@@ -161,6 +176,11 @@ class PileMixtureDataModule(L.LightningDataModule):
                 f"{split} (data.split_seed, data.val_fraction): some of its texts would be training documents"
             )
 
+    @property
+    def tokenizer_id(self) -> str:
+        """Identity of the data's vocabulary: models sharing it can be compared token by token."""
+        return vocabulary_id(load_tokenizer(self.data.tokenizer_path))
+
     def encode(self, texts) -> list[list[int]]:
         """Token ids of `texts` under the prepared data's tokenizer (no special tokens added)."""
         tokenizer = load_tokenizer(self.data.tokenizer_path)
@@ -168,17 +188,16 @@ class PileMixtureDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict:
         """The weights schedule, so that resuming trains on the same mixture at every step."""
-        return {"schedule": {step: dict(zip(self.domains, map(float, w))) for step, w in self.schedule.items()}}
+        return self.schedule.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("schedule"):
-            self.schedule = {int(step): self._checked_weights(w) for step, w in state["schedule"].items()}
-        self.schedule.update(self._pinned)
+        self.schedule.load_state_dict(state, self._checked_weights)
 
     def _loader(self, dataset, batch_size) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
-            dataset, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available()
+            dataset, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
         )
 
 

@@ -28,8 +28,15 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from mixalign.data.reader import DataError, ReadStats, read_shard, resolve_sources
-from mixalign.data.tokenizer import eot_id, load_tokenizer, save_tokenizer, tokenizer_hash, train_bpe
+from mixalign.data.reader import ReadStats, read_shard, resolve_sources
+from mixalign.data.tokenizer import (
+    eot_id,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_hash,
+    train_bpe,
+)
+from mixalign.errors import DataError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -192,6 +199,7 @@ def _train_documents(config: PrepareConfig, paths: list[Path]) -> Iterator[str]:
 
 
 def _build(config: PrepareConfig, paths: list[Path], key: str, work: Path, num_proc: int) -> None:
+    """Tokenize every shard into `work`: per-domain token files, the tokenizer and the manifest."""
     if config.tokenizer is not None:
         tokenizer = load_tokenizer(config.tokenizer)
     else:
@@ -213,28 +221,7 @@ def _build(config: PrepareConfig, paths: list[Path], key: str, work: Path, num_p
         unknown = sorted(set(config.domains) - set(seen))
         if unknown:
             raise DataError(f"data.domains: unknown domain(s) {unknown}; the data has: {seen}")
-    domains = sorted(config.domains) if config.domains else seen
-
-    stats = {d: {s: {"documents": 0, "tokens": 0, "bytes": 0} for s in SPLITS} for d in domains}
-    for domain in domains:
-        for split in SPLITS:
-            with open(work / token_file(domain, split), "wb") as out:
-                for result in results:
-                    part = result["parts"].get((domain, split))
-                    if part is None:
-                        continue
-                    with open(part["file"], "rb") as f:
-                        shutil.copyfileobj(f, out, 1 << 22)
-                    for field in ("documents", "tokens", "bytes"):
-                        stats[domain][split][field] += part[field]
-        if stats[domain]["val"]["documents"] == 0:
-            raise DataError(
-                f"domain {domain!r} has no held-out documents ({stats[domain]['train']['documents']} in all) "
-                f"at data.val_fraction={config.val_fraction}: raise val_fraction or add documents"
-            )
-    for result in results:
-        shutil.rmtree(result["dir"], ignore_errors=True)
-
+    stats = _concatenate(config, results, sorted(config.domains) if config.domains else seen, work)
     malformed = sum(r["malformed"] for r in results)
     if malformed:
         examples = [e for r in results for e in r["examples"]][:5]
@@ -256,6 +243,30 @@ def _build(config: PrepareConfig, paths: list[Path], key: str, work: Path, num_p
         "skipped_malformed": malformed,
     }
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _concatenate(config: PrepareConfig, results: list[dict], domains: list[str], work: Path) -> dict:
+    """Join the shards' per-domain parts into one token file per domain and split; their counts."""
+    stats = {d: {s: {"documents": 0, "tokens": 0, "bytes": 0} for s in SPLITS} for d in domains}
+    for domain in domains:
+        for split in SPLITS:
+            with open(work / token_file(domain, split), "wb") as out:
+                for result in results:
+                    part = result["parts"].get((domain, split))
+                    if part is None:
+                        continue
+                    with open(part["file"], "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 22)
+                    for field in ("documents", "tokens", "bytes"):
+                        stats[domain][split][field] += part[field]
+        if stats[domain]["val"]["documents"] == 0:
+            raise DataError(
+                f"domain {domain!r} has no held-out documents ({stats[domain]['train']['documents']} in all) "
+                f"at data.val_fraction={config.val_fraction}: raise val_fraction or add documents"
+            )
+    for result in results:
+        shutil.rmtree(result["dir"], ignore_errors=True)
+    return stats
 
 
 def _tokenize_shard(job: tuple[Path, Path, PrepareConfig, str]) -> dict:

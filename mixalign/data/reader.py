@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from mixalign.assets import DEMO_CORPUS, demo_corpus_dir
+from mixalign.errors import DataError
 
 SHARD_SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
-
-
-class DataError(ValueError):
-    """A problem with the user's data, described well enough to fix it."""
 
 
 @dataclass(frozen=True)

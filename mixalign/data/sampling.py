@@ -1,9 +1,11 @@
 """Training batches drawn from a domain mixture, and fixed validation windows.
 
-Batch `i` on rank `r` is a pure function of (seed, r, i): its domains are drawn from the weights,
-then a random window of block_size + 1 tokens from each drawn domain. So data order is fixed by
-the seed, ranks see different data, dataloader workers split the batch indices between them, and
-resuming at batch `i` reproduces exactly the stream an uninterrupted run would have seen.
+Batch `i` on rank `r` is a pure function of (seed, r, i) and the weights: its domains are drawn
+from the weights, then a random window of block_size + 1 tokens from each drawn domain. So data
+order is fixed by the seed, ranks see different data, and resuming at batch `i` reproduces
+exactly the stream an uninterrupted run would have seen. The training loader yields only batch
+indices (`BatchIndices`); the data module makes each into a batch when its step comes, with the
+weights in force then, so a mixture computed during the run applies from exactly its step.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset
 
-TokenSource = Callable[[], Sequence[np.ndarray]]  # opens the per-domain token arrays (lazily, per worker)
+TokenSource = Callable[[], Sequence[np.ndarray]]  # opens the per-domain token arrays (lazily, per process)
 
 
-class MixtureBatches(IterableDataset):
-    """Endless stream of batches `{"input", "target", "domain"}` from weighted domains."""
+class MixtureBatches:
+    """Batches `{"input", "target", "domain"}` from weighted domains, by index."""
 
     def __init__(
         self,
@@ -30,7 +32,6 @@ class MixtureBatches(IterableDataset):
         batch_size: int,
         seed: int,
         rank: int = 0,
-        start: int = 0,
     ):
         self.open_tokens = open_tokens
         self.lengths = np.asarray(lengths, dtype=np.int64)
@@ -39,11 +40,10 @@ class MixtureBatches(IterableDataset):
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
-        self.start = start
         self._tokens: Sequence[np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_tokens": None}  # workers map the files themselves, never copy them
+        return {**self.__dict__, "_tokens": None}  # probe processes map the files themselves, never copy them
 
     def draw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Domain ids and window starts of batch `index` (no token access: cheap to test)."""
@@ -63,11 +63,16 @@ class MixtureBatches(IterableDataset):
         windows = torch.from_numpy(windows)
         return {"input": windows[:, :-1], "target": windows[:, 1:], "domain": torch.from_numpy(domains)}
 
+
+class BatchIndices(IterableDataset):
+    """The training loader's items: batch indices start, start + 1, ... (see the module docstring)."""
+
+    def __init__(self, start: int = 0):
+        self.start = start
+
     def __iter__(self):
-        worker = get_worker_info()
-        worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        for index in count(self.start + worker_id, workers):
-            yield self.batch(index)
+        for index in count(self.start):
+            yield {"index": torch.tensor(index)}
 
 
 class FixedWindows(Dataset):

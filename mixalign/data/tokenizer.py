@@ -8,6 +8,7 @@ All tokenizers are byte-level, so any text round-trips exactly through encode/de
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -15,6 +16,7 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from mixalign.assets import SHIPPED_TOKENIZERS, asset_path
+from mixalign.errors import MixalignError
 from mixalign.io import write_bytes_atomic
 
 EOT = "<|endoftext|>"
@@ -28,6 +30,7 @@ __all__ = [
     "save_tokenizer",
     "tokenizer_hash",
     "train_bpe",
+    "vocabulary_id",
 ]
 
 
@@ -40,7 +43,7 @@ def _resolve(spec: str | os.PathLike) -> Path:
         if path.is_dir():
             path = path / TOKENIZER_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MixalignError(
             f"no tokenizer found for {os.fspath(spec)!r} (looked for {str(path)!r}); "
             f"give a path to a tokenizer.json, a directory holding one, "
             f"or a shipped name: {', '.join(SHIPPED_TOKENIZERS)}"
@@ -57,7 +60,7 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
     try:
         return Tokenizer.from_file(str(path))
     except Exception as exc:  # the Rust side raises a plain Exception on bad JSON / schema
-        raise ValueError(f"{str(path)!r} is not a valid tokenizers JSON file: {exc}") from exc
+        raise MixalignError(f"{str(path)!r} is not a valid tokenizers JSON file: {exc}") from exc
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -68,7 +71,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     Training is deterministic for the same input (merge ties are broken by the pair itself).
     """
     if vocab_size < 257:
-        raise ValueError(f"vocab_size must be at least 257 (256 bytes + EOT), got {vocab_size}")
+        raise MixalignError(f"vocab_size must be at least 257 (256 bytes + EOT), got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -87,13 +90,21 @@ def eot_id(tok: Tokenizer) -> int:
     """Id of the end-of-text token that separates documents in packed token streams."""
     tid = tok.token_to_id(EOT)
     if tid is None:
-        raise ValueError(f"tokenizer has no {EOT!r} token; mixalign needs it to separate documents")
+        raise MixalignError(f"tokenizer has no {EOT!r} token; mixalign needs it to separate documents")
     return tid
 
 
 def tokenizer_hash(tok: Tokenizer) -> str:
     """sha256 hex of the tokenizer's canonical JSON: a cache key for token files made with it."""
     return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()
+
+
+def vocabulary_id(tok) -> str:
+    """sha256 of the sorted (token, id) vocabulary of a `tokenizers` or Hugging Face tokenizer: equal
+    exactly when ids mean the same tokens, so two models' next-token distributions can be compared."""
+    vocab = tok.get_vocab(with_added_tokens=True) if isinstance(tok, Tokenizer) else tok.get_vocab()
+    items = sorted(vocab.items(), key=lambda kv: (kv[1], kv[0]))
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> Path:

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
-from mixalign.data.reader import DataError
+from mixalign.errors import DataError
 
 WeightsSpec = str | Mapping[str, float]
 

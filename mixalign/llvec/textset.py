@@ -27,7 +27,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from mixalign.data.prepare import is_heldout
-from mixalign.data.reader import DataError, read_documents
+from mixalign.data.reader import read_documents
+from mixalign.errors import DataError
 from mixalign.io import write_bytes_atomic
 
 FORMAT = "mixalign-textset"
@@ -158,6 +159,32 @@ def _stratified_allocation(available: dict[str, int], n: int, rng: np.random.Gen
     return alloc
 
 
+def _draw(source, n, seed, split_seed, val_fraction, domain_filter, stratify, max_bytes, min_bytes,
+          available: dict[str, int]) -> list[tuple[str, int, str]]:
+    """Pass 2: draw which candidates to keep (indices into each domain's candidate list when
+    stratified, into the whole list otherwise) and collect them as (domain, corpus index, text)."""
+    total = sum(available.values())
+    rng = np.random.default_rng(seed)
+    if stratify:
+        alloc = _stratified_allocation(available, n, rng)
+        chosen = {d: set(rng.choice(available[d], size=alloc[d], replace=False).tolist()) for d in sorted(available)}
+    else:
+        chosen_all = set(rng.choice(total, size=n, replace=False).tolist())
+    picked: list[tuple[str, int, str]] = []
+    seen: dict[str, int] = {}
+    index = -1
+    for index, (domain, chunk) in enumerate(
+        _candidates(source, split_seed, val_fraction, domain_filter, max_bytes, min_bytes)
+    ):
+        k = seen.get(domain, 0)
+        seen[domain] = k + 1
+        if (k in chosen[domain]) if stratify else (index in chosen_all):
+            picked.append((domain, index, chunk))
+    if index + 1 != total or len(picked) != n:
+        raise DataError(f"{source!r} changed while the text set was being built; run again")
+    return picked
+
+
 def build_textset(
     source,
     n: int,
@@ -201,30 +228,7 @@ def build_textset(
             f"chunks of {min_bytes + 1}..{max_bytes} bytes; per domain: {dict(sorted(available.items()))})"
         )
 
-    # Draw which candidates to keep: indices into each domain's candidate list (stratified) or
-    # into the whole list (not stratified).
-    rng = np.random.default_rng(seed)
-    if stratify:
-        alloc = _stratified_allocation(available, n, rng)
-        chosen = {
-            d: set(rng.choice(available[d], size=alloc[d], replace=False).tolist()) for d in sorted(available)
-        }
-    else:
-        chosen_all = set(rng.choice(total, size=n, replace=False).tolist())
-
-    # Pass 2: collect them.
-    picked: list[tuple[str, int, str]] = []  # (domain, corpus index, text)
-    seen: dict[str, int] = {}
-    index = -1
-    for index, (domain, chunk) in enumerate(
-        _candidates(source, split_seed, val_fraction, domain_filter, max_bytes, min_bytes)
-    ):
-        k = seen.get(domain, 0)
-        seen[domain] = k + 1
-        if (k in chosen[domain]) if stratify else (index in chosen_all):
-            picked.append((domain, index, chunk))
-    if index + 1 != total or len(picked) != n:
-        raise DataError(f"{source!r} changed while the text set was being built; run again")
+    picked = _draw(source, n, seed, split_seed, val_fraction, domain_filter, stratify, max_bytes, min_bytes, available)
     picked.sort(key=lambda p: (p[0], p[1]))
 
     meta = {
