@@ -135,3 +135,18 @@ def prepared_datamodule(cache_dir: str = DEFAULT_CACHE, **overrides):
     dm.prepare_data()
     dm.setup("fit")
     return dm
+
+
+def replace_section(path: str | os.PathLike, name: str, text: str) -> None:
+    """Put `text` between the markers `<!-- NAME:BEGIN -->` and `<!-- NAME:END -->` of a doc, atomically.
+
+    The README's and BENCHMARKS.md's figures are written by the scripts that measure them.
+    """
+    path = Path(path)
+    doc = path.read_text(encoding="utf-8")
+    begin, end = f"<!-- {name}:BEGIN -->", f"<!-- {name}:END -->"
+    if begin not in doc or end not in doc:
+        raise ValueError(f"{path}: no {begin} ... {end} section to fill")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    write_bytes_atomic(path, f"{head}{begin}\n{text.strip()}\n{end}{tail}".encode("utf-8"))

@@ -32,14 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from _common import median, peak_rss_mib, table, write_result  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
-from mixalign.llvec.scoring import (  # noqa: E402
-    default_batch_tokens, default_head_rows, score_gpt, score_token_ids, sliding_windows,
-)
+from mixalign.llvec.scoring import default_head_rows, score_gpt, score_token_ids  # noqa: E402
 from mixalign.llvec.textset import load_textset, subset_textset  # noqa: E402
+from mixalign.llvec.windows import default_batch_tokens, sliding_windows  # noqa: E402
 from mixalign.model.checkpoint import gpt_from_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,8 @@ N_TEXTS = "120"
 
 def with_kl(target: Path, *extra: str) -> list[str]:
     return [
-        "--trainer.callbacks+=mixalign.callbacks.LogLikelihoodKL",
-        f"--trainer.callbacks.target={target}",
-        f"--trainer.callbacks.n_texts={N_TEXTS}",
+        "--mixture.target", str(target),  # the distance monitor (kl:) follows mixture.target
+        "--kl.n_texts", N_TEXTS,
         *extra,
     ]
 
@@ -30,35 +30,42 @@ def kl(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory, demo_cache, tiny_target) -> dict[int, Path]:
-    """Two 150-step runs with the callback (validating every 10), differing only in the init seed."""
+    """Two 150-step runs with the callback (validating every 25), differing only in the init seed."""
     work = tmp_path_factory.mktemp("seeds")
     runs = {}
     for seed in (1, 2):
-        mixalign("fit", *tiny("--seed_everything", str(seed), "--trainer.max_steps", "150",
+        mixalign("fit", *tiny("--seed_everything", str(seed), "--trainer.max_steps", "150", "--trainer.val_check_interval", "25",
                               "--trainer.default_root_dir", f"seed{seed}", *with_kl(tiny_target), cache=demo_cache),
                  cwd=work)
         runs[seed] = work / f"seed{seed}" / "lightning_logs" / "version_0"
     return runs
 
 
-def test_kl_logged_at_every_validation_with_vectors_and_map(two_seeds):
+def test_distances_logged_at_every_validation_with_vectors_and_map(two_seeds):
     run = two_seeds[1]
     logged = scalars(run)
-    assert [step for step, _ in logged["val/kl_to_target"]] == [0, *range(9, 150, 10)]  # start, then validations
-    assert len(logged["val/kl_to_target_se"]) == len(logged["val/ce_gap_to_target"]) == 16
-    assert all(value > 0 for _, value in logged["val/kl_to_target"])
+    steps = list(range(0, 151, 25))  # the start, then every validation, at the step the model has taken
+    for tag in ("val/llvec_distance", "val/exact_kl/model_to_target", "val/exact_kl/target_to_model"):
+        assert [step for step, _ in logged[tag]] == steps, tag
+        assert len(logged[f"{tag}_se"]) == 7 and all(value > 0 for _, value in logged[tag])
+    assert len(logged["val/ce_gap_to_target"]) == 7
     for domain in DEMO_DOMAINS:
-        if domain != "email":  # the demo text set holds too few email texts for a per-domain estimate
-            assert len(logged[f"val/kl_to_target/{domain}"]) == 16
+        if domain != "email":  # the 120-text subset holds no email text
+            assert len(logged[f"val/llvec_distance/{domain}"]) == 7
+            for direction in ("model_to_target", "target_to_model"):
+                assert len(logged[f"val/exact_kl/{direction}/{domain}"]) == 7
+    # Exact KL is calibrated: far below the vector distance here, and it falls as the run learns.
+    exact = [value for _, value in logged["val/exact_kl/model_to_target"]]
+    assert exact[-1] < exact[0] and exact[-1] < logged["val/llvec_distance"][-1][1]
     assert (run / "model_map.png").stat().st_size > 10_000
     vectors = sorted((run / "llvec").glob("step-*.npz"))
-    assert [v.name for v in vectors] == [f"step-{s:08d}.npz" for s in range(0, 151, 10)]
+    assert [v.name for v in vectors] == [f"step-{s:08d}.npz" for s in range(0, 151, 25)]
     # The logged value is the estimator applied to the saved vectors.
     target = load_vector(next((run.parents[1] / "llvec_cache").glob("vector-*.npz")))
-    assert kl(load_vector(vectors[-1]), target) == pytest.approx(logged["val/kl_to_target"][-1][1], rel=1e-5)
+    assert kl(load_vector(vectors[-1]), target) == pytest.approx(logged["val/llvec_distance"][-1][1], rel=1e-5)
 
 
-def test_kl_grows_along_training_and_seeds_end_farther_apart(two_seeds):
+def test_vector_distance_grows_along_training_and_seeds_end_farther_apart(two_seeds):
     """SPEC's scale: late adjacent checkpoints are closer than different seeds (measured 0.029 vs 0.093)."""
     a = [load_vector(p) for p in sorted((two_seeds[1] / "llvec").glob("step-*.npz"))]
     b = [load_vector(p) for p in sorted((two_seeds[2] / "llvec").glob("step-*.npz"))]
@@ -66,19 +73,59 @@ def test_kl_grows_along_training_and_seeds_end_farther_apart(two_seeds):
     assert kl(a[-1], b[-1]) > kl(a[-2], a[-1])
 
 
-def test_ddp_two_processes_log_the_same_kl_as_one(tmp_path, demo_cache, tiny_target, two_seeds):
-    """Texts are sharded across ranks and gathered without duplicates: the KL is exactly the same."""
+METRICS = ("val/llvec_distance", "val/exact_kl/model_to_target", "val/exact_kl/target_to_model")
+
+
+def test_ddp_two_processes_log_the_same_distances_as_one(tmp_path, demo_cache, tiny_target, two_seeds):
+    """Texts are sharded across ranks and gathered without duplicates: every distance is the same."""
     model = two_seeds[1] / "checkpoints" / "last.ckpt"
     args = tiny(f"--ckpt_path={model}", "--trainer.accelerator", "cpu", *with_kl(tiny_target), cache=demo_cache)
     single = mixalign("validate", *args, "--trainer.devices", "1", cwd=tmp_path).stdout
     ddp = mixalign("validate", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp", cwd=tmp_path).stdout
-    assert reported_metric(single, "val/kl_to_target") > 0.01
-    assert reported_metric(ddp, "val/kl_to_target") == pytest.approx(
-        reported_metric(single, "val/kl_to_target"), abs=1e-6
-    )
+    for metric in METRICS:
+        assert reported_metric(single, metric) > 0.001
+        assert reported_metric(ddp, metric) == pytest.approx(reported_metric(single, metric), abs=1e-6), metric
     itself = mixalign("validate", *tiny(f"--ckpt_path={tiny_target}", *with_kl(tiny_target), cache=demo_cache),
                       cwd=tmp_path).stdout
-    assert reported_metric(itself, "val/kl_to_target") == 0.0
+    for metric in METRICS:
+        assert reported_metric(itself, metric) == 0.0
+
+
+def test_callback_scalars_equal_mixalign_kl_on_the_same_checkpoint(tmp_path, demo_cache, tiny_target, two_seeds):
+    model = two_seeds[1] / "checkpoints" / "last.ckpt"
+    logged = mixalign("validate", *tiny(f"--ckpt_path={model}", *with_kl(tiny_target), cache=demo_cache),
+                      cwd=tmp_path).stdout
+    out = mixalign("kl", str(model), str(tiny_target), "--n_texts", N_TEXTS, "--out", "pair.json", cwd=tmp_path).stdout
+    assert "llvec" in out and "exact a->b" in out
+    (pair,) = json.loads((tmp_path / "pair.json").read_text())["pairs"]
+    assert pair["llvec"]["kl_bits_per_byte"] == pytest.approx(reported_metric(logged, "val/llvec_distance"), abs=1e-6)
+    assert pair["exact_a_to_b"]["bits_per_byte"] == pytest.approx(
+        reported_metric(logged, "val/exact_kl/model_to_target"), abs=1e-6)
+    assert pair["exact_b_to_a"]["bits_per_byte"] == pytest.approx(
+        reported_metric(logged, "val/exact_kl/target_to_model"), abs=1e-6)
+
+
+def test_saved_vector_target_gives_the_vector_distance_only_and_says_so(tmp_path, demo_cache, tiny_target):
+    mixalign("score", "--model", str(tiny_target), "--n_texts", N_TEXTS, "--out", "target.npz", cwd=tmp_path)
+    run = mixalign("fit", *tiny("--trainer.max_steps", "10", *with_kl(tmp_path / "target.npz"), cache=demo_cache),
+                   cwd=tmp_path)
+    assert "no exact KL (the target is a saved vector)" in run.stdout + run.stderr
+    (summary,) = [line for line in run.stdout.splitlines() if line.startswith("SUMMARY")]
+    assert "exact: not available" in summary and "log-likelihood-vector distance (Kishino et al. scale)" in summary
+    logged = scalars(tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0")
+    assert "val/llvec_distance" in logged and not any(tag.startswith("val/exact_kl") for tag in logged)
+
+
+def test_monte_carlo_kl_at_the_end_of_training(tmp_path, demo_cache, tiny_target):
+    run = mixalign("fit", *tiny("--trainer.max_steps", "10", *with_kl(tiny_target), "--kl.mc_samples", "16",
+                                cache=demo_cache), cwd=tmp_path)
+    logged = scalars(tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0")
+    for direction in ("model_to_target", "target_to_model"):
+        (step, value), = logged[f"mc_kl/{direction}"]
+        assert step == 10 and value > 0 and logged[f"mc_kl/{direction}_se"][0][1] > 0
+        assert logged[f"mc_kl/{direction}/path_exact"][0][1] > 0
+    (summary,) = [line for line in run.stdout.splitlines() if line.startswith("SUMMARY")]
+    assert "Monte Carlo KL model->target" in summary and "KL to target, exact on the text set" in summary
 
 
 def test_score_and_kl_subcommands(tmp_path, tiny_target, two_seeds):
@@ -86,9 +133,10 @@ def test_score_and_kl_subcommands(tmp_path, tiny_target, two_seeds):
     run = two_seeds[1]
     vectors = sorted((run / "llvec").glob("step-*.npz"))
     out = mixalign("kl", "target.npz", str(vectors[0]), str(vectors[-1]), "--map", "map.png", cwd=tmp_path).stdout
-    assert "KL in bits/byte" in out and (tmp_path / "map.png").exists()
+    assert "log-likelihood-vector distance" in out and (tmp_path / "map.png").exists()
     rows = [line.split() for line in out.splitlines() if line.startswith("target ")]
-    assert rows and float(rows[0][1]) == 0.0  # KL(target, target)
+    assert len(rows) == 2 and float(rows[0][2]) > 0 and rows[0][5] == "-"  # vectors: no exact KL
+    assert not (tmp_path / "model_map.png").exists()  # no map unless asked
     full = mixalign("score", "--model", str(tiny_target), "--out", "full.npz", cwd=tmp_path)
     mixed = mixalign("kl", "target.npz", "full.npz", cwd=tmp_path, check=False)
     assert mixed.returncode != 0 and "text set" in mixed.stderr

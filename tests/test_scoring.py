@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from mixalign.data.tokenizer import load_tokenizer
-from mixalign.llvec.scoring import ScoreResult, Scorer, load_scorer, score_gpt, score_token_ids, scorer_from_gpt
+from mixalign.llvec.models import LanguageModel, load_model, model_from_gpt
+from mixalign.llvec.scoring import ScoreResult, score_gpt, score_token_ids
 from mixalign.llvec.textset import TextSet
 from mixalign.model.module import NanoGPTModule
 from mixalign.model.nanogpt import GPT, GPTConfig
@@ -138,19 +139,19 @@ def test_bos_scores_every_real_token(model):
     np.testing.assert_allclose(result.values, expected, atol=1e-4, rtol=0)
 
 
-def test_scorer_from_gpt_scores_a_textset():
+def test_model_from_gpt_scores_a_textset():
     tok = load_tokenizer("gpt2")
     model = tiny_gpt(vocab_size=tok.get_vocab_size(), block_size=32)
-    scorer = scorer_from_gpt(model, tok, "tiny")
-    assert isinstance(scorer, Scorer) and scorer.context == 32 and scorer.bos_id is None
+    lm = model_from_gpt(model, tok, "tiny")
+    assert isinstance(lm, LanguageModel) and lm.context == 32 and lm.bos_id is None
     ts = TextSet(("Hello world, this is a test.", "Another text. " * 20), ("a", "b"), {})
-    result = scorer.score(ts, max_batch_tokens=256)
+    result = lm.score(ts, max_batch_tokens=256)
     assert isinstance(result, ScoreResult) and result.n_windowed == 1
-    ids = scorer.encode_batch(ts.texts)
+    ids = lm.encode_batch(ts.texts)
     assert ids[0] == tok.encode(ts.texts[0]).ids
     assert result.values[0] == pytest.approx(forward_logprob_sum(model, ids[0]), abs=1e-4)
     with pytest.raises(ValueError, match="vocabulary"):
-        scorer_from_gpt(tiny_gpt(), tok, "too small")
+        model_from_gpt(tiny_gpt(), tok, "too small")
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -167,40 +168,40 @@ def make_checkpoint(path, tokenizer_json=True, **hp):
     return module, tok
 
 
-def test_load_scorer_from_checkpoint(tmp_path):
+def test_load_model_from_checkpoint(tmp_path):
     module, tok = make_checkpoint(tmp_path / "m.ckpt")
-    scorer = load_scorer(tmp_path / "m.ckpt")
-    assert "m.ckpt" in scorer.description and scorer.context == 32
+    lm = load_model(tmp_path / "m.ckpt")
+    assert "m.ckpt" in lm.description and lm.context == 32
     texts = ["Checkpoints are scored like live models.", "x" * 300]
-    expected = scorer_from_gpt(module.model.eval(), tok, "live").score(texts, max_batch_tokens=512)
-    got = scorer.score(texts, max_batch_tokens=512)
+    expected = model_from_gpt(module.model.eval(), tok, "live").score(texts, max_batch_tokens=512)
+    got = lm.score(texts, max_batch_tokens=512)
     np.testing.assert_allclose(got.values, expected.values, atol=1e-6, rtol=0)
-    assert scorer.tokenizer_id == scorer_from_gpt(module.model, tok, "live").tokenizer_id
+    assert lm.tokenizer_id == model_from_gpt(module.model, tok, "live").tokenizer_id
 
 
-def test_load_scorer_errors(tmp_path):
+def test_load_model_errors(tmp_path):
     make_checkpoint(tmp_path / "good.ckpt")
     data = (tmp_path / "good.ckpt").read_bytes()
     (tmp_path / "trunc.ckpt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"trunc\.ckpt.*truncated or corrupt"):
-        load_scorer(tmp_path / "trunc.ckpt")
+        load_model(tmp_path / "trunc.ckpt")
     make_checkpoint(tmp_path / "other.ckpt", n_embd=32)
     with pytest.raises(ValueError, match=r"other\.ckpt.*another architecture.*model\.wte\.weight.*\(50257, 16\).*\(50257, 32\)"):
-        load_scorer(tmp_path / "other.ckpt")
+        load_model(tmp_path / "other.ckpt")
     make_checkpoint(tmp_path / "deep.ckpt", n_layer=2)
     with pytest.raises(ValueError, match=r"deep\.ckpt.*missing keys.*blocks\.1"):
-        load_scorer(tmp_path / "deep.ckpt")
+        load_model(tmp_path / "deep.ckpt")
     make_checkpoint(tmp_path / "notok.ckpt", tokenizer_json=False)
     with pytest.raises(ValueError, match=r"notok\.ckpt.*no tokenizer stored"):
-        load_scorer(tmp_path / "notok.ckpt")
+        load_model(tmp_path / "notok.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "nohp.ckpt")
     with pytest.raises(ValueError, match=r"nohp\.ckpt.*hyper-parameters"):
-        load_scorer(tmp_path / "nohp.ckpt")
+        load_model(tmp_path / "nohp.ckpt")
     with pytest.raises(ValueError, match=r"missing\.ckpt.*\.ckpt.*config\.json"):
-        load_scorer(tmp_path / "missing.ckpt")
+        load_model(tmp_path / "missing.ckpt")
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(ValueError, match="emptydir.*config.json"):
-        load_scorer(tmp_path / "emptydir")
+        load_model(tmp_path / "emptydir")
 
 
 # ---------------------------------------------------------------- Hugging Face
@@ -247,11 +248,11 @@ def test_hugging_face_directory_matches_our_gpt(tmp_path):
     hf_model.save_pretrained(tmp_path / "hf")
     hf_tok.save_pretrained(tmp_path / "hf")
 
-    scorer = load_scorer(tmp_path / "hf")
-    assert scorer.context == 32 and scorer.bos_id is None  # GPT-2 adds no BOS
+    lm = load_model(tmp_path / "hf")
+    assert lm.context == 32 and lm.bos_id is None  # GPT-2 adds no BOS
     texts = ["A short text.", "A longer text that needs sliding windows to be scored. " * 6]
-    got = scorer.score(texts, max_batch_tokens=256)
-    ours = scorer_from_gpt(hf_to_gpt(hf_model, 32), load_tokenizer("gpt2"), "ours").score(texts, max_batch_tokens=256)
+    got = lm.score(texts, max_batch_tokens=256)
+    ours = model_from_gpt(hf_to_gpt(hf_model, 32), load_tokenizer("gpt2"), "ours").score(texts, max_batch_tokens=256)
     assert got.n_windowed == 1 and got.tokens_per_text.tolist() == ours.tokens_per_text.tolist()
     np.testing.assert_allclose(got.values, ours.values, atol=1e-4, rtol=0)
 
@@ -263,9 +264,9 @@ def test_hugging_face_directory_matches_our_gpt(tmp_path):
     transformers.PreTrainedTokenizerFast(
         tokenizer_object=bos_tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
     ).save_pretrained(tmp_path / "hf")
-    scorer = load_scorer(tmp_path / "hf")
-    assert scorer.bos_id == 50256
-    got_bos = scorer.score(texts, max_batch_tokens=256)
-    assert got_bos.tokens_per_text.tolist() == [len(i) for i in scorer.encode_batch(texts)]
-    ids = scorer.encode_batch(texts[:1])[0]
+    lm = load_model(tmp_path / "hf")
+    assert lm.bos_id == 50256
+    got_bos = lm.score(texts, max_batch_tokens=256)
+    assert got_bos.tokens_per_text.tolist() == [len(i) for i in lm.encode_batch(texts)]
+    ids = lm.encode_batch(texts[:1])[0]
     assert got_bos.values[0] == pytest.approx(forward_logprob_sum(hf_to_gpt(hf_model, 32), [50256] + ids), abs=1e-4)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mixalign.data.reader import DataError
+from mixalign.errors import DataError
 from mixalign.llvec.scoring import ScoreResult
 from mixalign.llvec.textset import TextSet
 from mixalign.llvec.vectors import (
@@ -18,7 +18,7 @@ TS = TextSet(("first text é", "second", "third one"), ("b", "a", "b"), {"n": 3,
 def make_vector(textset=TS, model="model-a", seed=0) -> LogLikelihoodVector:
     rng = np.random.default_rng(seed)
     values = -rng.random(len(textset)) * 1000 - 1e-12 * rng.random(len(textset))  # full float64 mantissas
-    result = ScoreResult(values, n_windowed=1, n_tokens=42)
+    result = ScoreResult(values, n_windowed=1, tokens_per_text=np.array([20, 12, 10]))
     return vector_from_scores(result, textset, model, meta={"tokenizer_id": "abc", "clip": None})
 
 
@@ -29,7 +29,7 @@ def test_vector_from_scores():
     assert vec.n_bytes.tolist() == TS.n_bytes.tolist() and vec.n_bytes.dtype == np.int64
     assert vec.meta["n_windowed"] == 1 and vec.meta["n_tokens"] == 42 and vec.meta["tokenizer_id"] == "abc"
     with pytest.raises(ValueError, match="2 scores.*3 texts"):
-        vector_from_scores(ScoreResult(np.zeros(2), 0, 0), TS, "m")
+        vector_from_scores(ScoreResult(np.zeros(2), 0, np.zeros(2, dtype=np.int64)), TS, "m")
 
 
 @pytest.mark.parametrize("name", ["vec.npz", "vec"])

@@ -23,23 +23,26 @@ def save_figure(figure, path: str | Path) -> None:
         figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
 
 
-def save_model_map(vectors: Sequence[LogLikelihoodVector], labels: Sequence[str], path: str | Path, title: str = ""):
-    """PCA map of models in which squared distances approximate KL in bits/byte; returns the figure."""
+def save_model_map(vectors: Sequence[LogLikelihoodVector], labels: Sequence[str], path: str | Path, title: str = "",
+                   star: str | None = None, trajectory: bool = False):
+    """PCA map of models in which squared distances approximate the log-likelihood-vector distance
+    (bits/byte); returns the figure. The model labelled `star` is drawn as a star; with
+    `trajectory`, the other models are joined in order (checkpoints of one run)."""
     check_same_textset(*vectors)
     L = torch.from_numpy(np.stack([v.values for v in vectors]))
     coords, ratios = pca_2d(model_map(L, vectors[0].mean_bytes))
     figure, ax = plt.subplots(figsize=(6, 5))
     xy = coords.numpy()
-    is_target = [label == "target" for label in labels]
-    path_points = xy[[not t for t in is_target]]
-    if len(path_points) > 1:
+    starred = [label == star for label in labels]
+    path_points = xy[[not s for s in starred]]
+    if trajectory and len(path_points) > 1:
         ax.plot(path_points[:, 0], path_points[:, 1], "-", color="0.7", zorder=1)
-    for (x, y), label, target in zip(xy, labels, is_target):
-        ax.scatter(x, y, marker="*" if target else "o", s=160 if target else 30, color="C3" if target else "C0", zorder=2)
+    for (x, y), label, is_star in zip(xy, labels, starred):
+        ax.scatter(x, y, marker="*" if is_star else "o", s=160 if is_star else 30, color="C3" if is_star else "C0", zorder=2)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(f"PC1 ({100 * float(ratios[0]):.0f}% of variance)")
     ax.set_ylabel(f"PC2 ({100 * float(ratios[1]):.0f}% of variance)")
-    ax.set_title(title or "model map (squared distance ~ KL, bits/byte)")
+    ax.set_title(title or "model map (squared distance ~ log-likelihood-vector distance, bits/byte)")
     ax.set_aspect("equal", adjustable="datalim")
     save_figure(figure, path)
     return figure

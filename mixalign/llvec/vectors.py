@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixalign.data.reader import DataError
+from mixalign.errors import DataError, MixalignError
 from mixalign.io import atomic_path
 
 FORMAT = "mixalign-llvec"
@@ -137,7 +137,7 @@ def check_same_textset(*vectors: LogLikelihoodVector) -> None:
     first = vectors[0]
     for other in vectors[1:]:
         if other.textset_hash != first.textset_hash or len(other) != len(first):
-            raise ValueError(
+            raise MixalignError(
                 f"log-likelihood vectors are on different text sets: {first.model!r} on text set "
                 f"{first.textset_hash[:12]} (N={len(first)}) vs {other.model!r} on text set "
                 f"{other.textset_hash[:12]} (N={len(other)}); score both models on the same text set"
@@ -154,5 +154,5 @@ def subset_vector(vec: LogLikelihoodVector, subset) -> LogLikelihoodVector:
         domains=tuple(subset.domains), n_bytes=subset.n_bytes.copy(), meta={**vec.meta, "subset_of": vec.textset_hash},
     )
     if tuple(np.asarray(vec.domains)[keep]) != picked.domains:
-        raise ValueError(f"vector {vec.model}: its texts do not match the subset {subset.hash[:12]}")
+        raise MixalignError(f"vector {vec.model}: its texts do not match the subset {subset.hash[:12]}")
     return picked

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from mixalign.errors import MixalignError
 from mixalign.io import atomic_path
 from mixalign.model.nanogpt import GPT, GPTConfig
 
@@ -15,13 +16,13 @@ GPT_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias",
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+        raise MixalignError(f"checkpoint {str(path)!r} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise ValueError(f"{path}: cannot load checkpoint (truncated or corrupt, or not a PyTorch file): {exc}") from None
+        raise MixalignError(f"{path}: cannot load checkpoint (truncated or corrupt, or not a PyTorch file): {exc}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+        raise MixalignError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
 
 
@@ -33,11 +34,11 @@ def gpt_from_checkpoint(path: str | Path, expect: GPTConfig | None = None) -> tu
     checkpoint = read_checkpoint(path)
     hp = checkpoint.get("hyper_parameters")
     if not isinstance(hp, dict) or any(f not in hp for f in GPT_FIELDS):
-        raise ValueError(f"{path}: checkpoint hyper-parameters lack {list(GPT_FIELDS)}; not a mixalign model checkpoint")
+        raise MixalignError(f"{path}: checkpoint hyper-parameters lack {list(GPT_FIELDS)}; not a mixalign model checkpoint")
     try:
         config = GPTConfig(**{f: hp[f] for f in GPT_FIELDS})
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: invalid model hyper-parameters: {exc}") from None
+        raise MixalignError(f"{path}: invalid model hyper-parameters: {exc}") from None
     if expect is not None:
         different = {
             f: (getattr(config, f), getattr(expect, f))
@@ -46,19 +47,19 @@ def gpt_from_checkpoint(path: str | Path, expect: GPTConfig | None = None) -> tu
         }
         if different:
             pairs = ", ".join(f"{f}: checkpoint {a} vs config {b}" for f, (a, b) in different.items())
-            raise ValueError(f"{path}: checkpoint is of another architecture ({pairs})")
+            raise MixalignError(f"{path}: checkpoint is of another architecture ({pairs})")
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model = GPT(config)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise ValueError(
+        raise MixalignError(
             f"{path}: state dict is of another architecture: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
     for key, value in expected.items():
         if tuple(state[key].shape) != tuple(value.shape):
-            raise ValueError(
+            raise MixalignError(
                 f"{path}: state dict is of another architecture: 'model.{key}' has shape {tuple(state[key].shape)} "
                 f"in the checkpoint but {tuple(value.shape)} in the model built from its hyper-parameters"
             )

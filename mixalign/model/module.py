@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 from torchmetrics import Metric
 
 from mixalign.data.tokenizer import tokenizer_hash
+from mixalign.errors import MixalignError
 from mixalign.model.checkpoint import gpt_from_checkpoint
 from mixalign.model.nanogpt import GPT, GPTConfig, distillation_loss
 
@@ -34,7 +35,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-class NonFiniteLossError(ValueError):
+class NonFiniteLossError(MixalignError):
     """A NaN or infinite loss: stop before any checkpoint saves the weights it spoiled."""
 
 
@@ -120,12 +121,12 @@ class NanoGPTModule(L.LightningModule):
         if datamodule is None:
             return
         if datamodule.block_size > self.config.block_size:
-            raise ValueError(
+            raise MixalignError(
                 f"data.block_size ({datamodule.block_size}) is larger than the model's block_size "
                 f"({self.config.block_size})"
             )
         if datamodule.vocab_size > self.config.vocab_size:
-            raise ValueError(
+            raise MixalignError(
                 f"the tokenizer's vocabulary ({datamodule.vocab_size}) is larger than the model's "
                 f"vocab_size ({self.config.vocab_size})"
             )
@@ -141,12 +142,12 @@ class NanoGPTModule(L.LightningModule):
         teacher, checkpoint = gpt_from_checkpoint(path)
         stored = checkpoint.get("mixalign", {}).get("tokenizer_json")
         if stored is None or tokenizer_hash(Tokenizer.from_str(stored)) != tokenizer_hash(Tokenizer.from_str(self.tokenizer_json)):
-            raise ValueError(
+            raise MixalignError(
                 f"model.teacher {path}: its tokenizer differs from the data's ({self.trainer.datamodule.hparams.tokenizer}); "
                 "distillation compares token distributions, so both must share one tokenizer"
             )
         if teacher.config.vocab_size != self.config.vocab_size:
-            raise ValueError(
+            raise MixalignError(
                 f"model.teacher {path}: vocab_size {teacher.config.vocab_size} differs from the student's {self.config.vocab_size}"
             )
         return teacher.requires_grad_(False)
@@ -251,8 +252,14 @@ class NanoGPTModule(L.LightningModule):
         means = sums / counts.clamp_min(1)
         metrics = {f"val/loss/{d}": means[i].float() for i, d in enumerate(self.domains) if present[i]}
         metrics["val/loss"] = means[present].mean().float()
-        self.log("val/loss", metrics.pop("val/loss"), prog_bar=True)
-        self.log_dict(metrics)  # already reduced across ranks by the metric
+        # Already reduced across ranks by the metric. While fitting they go to the logger at the step
+        # the model has taken, as the distances and saved vectors do (Lightning's own logging would
+        # say one step earlier); a standalone `validate` logs them through Lightning, for its table.
+        fitting = self.trainer.state.fn == "fit"
+        self.log_dict({k: v for k, v in metrics.items() if k != "val/loss"}, logger=not fitting)
+        self.log("val/loss", metrics["val/loss"], prog_bar=True, logger=not fitting)
+        if fitting and self.logger is not None:
+            self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
 
     # -- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -263,7 +270,7 @@ class NanoGPTModule(L.LightningModule):
         )
         decay_steps = hp.lr_decay_steps or self.trainer.max_steps
         if decay_steps <= 0:
-            raise ValueError("set trainer.max_steps or model.lr_decay_steps: the cosine schedule needs an end")
+            raise MixalignError("set trainer.max_steps or model.lr_decay_steps: the cosine schedule needs an end")
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda step: lr_at(step, hp.learning_rate, hp.min_lr, hp.warmup_steps, decay_steps) / hp.learning_rate,

@@ -1,8 +1,9 @@
 """A GPT-2 language model and the knowledge-distillation loss, in one file.
 
-The whole model is meant to be read top to bottom: config, attention, MLP, block,
-GPT, then the arithmetic on logits: the targets' log-probabilities (training loss
-and scoring) and the distillation loss used when training toward a teacher.
+The whole model is meant to be read top to bottom: config, the key/value cache that
+sampling uses, attention, MLP, block, GPT, then the arithmetic on logits: the targets'
+log-probabilities (training loss and scoring) and the distillation loss used when
+training toward a teacher.
 """
 
 import math
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from mixalign.errors import MixalignError
 
 IGNORE_INDEX = -100  # same convention as F.cross_entropy, so padding masks compose
 
@@ -29,13 +32,29 @@ class GPTConfig:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+                raise MixalignError(f"GPTConfig.{name} must be a positive int, got {value!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
+            raise MixalignError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+            raise MixalignError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+class KVCache:
+    """Keys and values of every position seen so far, one (k, v) pair per layer.
+
+    Sampling feeds one new token at a time; with the cache each step costs one position's
+    work instead of re-running the whole prefix.
+    """
+
+    def __init__(self, n_layer: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].shape[2]
 
 
 class CausalSelfAttention(nn.Module):
@@ -47,13 +66,22 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim): attention runs per head.
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        causal = True
+        if cache is not None:
+            past = cache.layers[layer]
+            if past is not None:
+                if T != 1:
+                    raise ValueError("with a filled KVCache, feed one token at a time")
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+                causal = False  # the one new query may see every cached position
+            cache.layers[layer] = (k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y))
@@ -81,8 +109,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -115,17 +143,21 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
         # nn.LayerNorm already starts at weight 1, bias 0.
 
-    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
-        """Final-LayerNorm activations of shape (B, T, n_embd): what the LM head reads."""
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final-LayerNorm activations of shape (B, T, n_embd): what the LM head reads.
+
+        With a `cache`, idx continues the sequences the cache has seen (positions follow on).
+        """
         B, T = idx.shape
-        if T > self.config.block_size:
+        offset = cache.length if cache is not None else 0
+        if offset + T > self.config.block_size:
             raise ValueError(
-                f"sequence length {T} exceeds block_size {self.config.block_size}"
+                f"sequence length {offset + T} exceeds block_size {self.config.block_size}"
             )
-        pos = torch.arange(T, device=idx.device)
+        pos = torch.arange(offset, offset + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
-        for block in self.blocks:
-            x = block(x)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -155,6 +187,23 @@ class GPT(nn.Module):
         ]
         out = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
         return out.masked_scatter(keep, torch.cat(picked)) if picked else out
+
+    def next_token_logprobs(self, idx: torch.Tensor, keep: torch.Tensor, rows_per_chunk: int = 256) -> torch.Tensor:
+        """Full next-token log-distributions (float32) at the positions where `keep` is True.
+
+        Shape (number of kept positions, vocab_size), rows in row-major order of `keep`: what
+        exact KL between two models compares. The head runs on kept rows only, in chunks.
+        """
+        rows = self.hidden_states(idx)[keep]
+        chunks = [
+            F.log_softmax(self.lm_head(rows[s : s + rows_per_chunk]).float(), dim=-1)
+            for s in range(0, rows.shape[0], rows_per_chunk)
+        ]
+        return torch.cat(chunks) if chunks else rows.new_zeros((0, self.config.vocab_size), dtype=torch.float32)
+
+    def decode_step(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Next-token log-distribution (B, vocab_size), float32, after feeding `idx` into `cache`."""
+        return F.log_softmax(self.lm_head(self.hidden_states(idx, cache)[:, -1]).float(), dim=-1)
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count; non_embedding drops the position table.
