@@ -1,155 +1,168 @@
-"""`mixalign` command line: LightningCLI (fit, validate, test, predict) plus mixalign's own subcommands.
+"""`mixalign` command line: LightningCLI's fit and validate, plus mixalign's own subcommands.
 
-Every subcommand reads the same YAML config (`--config configs/pile.yaml`) and accepts the same
-dotted overrides (`--data.weights natural`, `--trainer.max_steps 100`).
+Every subcommand reads the same YAML configs (`--config configs/pile.yaml`) and accepts the same
+dotted overrides (`--data.weights natural`, `--trainer.max_steps 100`). A user error (a config
+field, a file, a value) is one line on stderr and exit code 2; anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import torch
-from jsonargparse import ArgumentParser
-from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mixalign.callbacks.kl import LogLikelihoodKL
+from mixalign.callbacks.mixture import AUTOCAST, AlignedMixture
+from mixalign.callbacks.progress import StepProgressBar
 from mixalign.data.datamodule import PileMixtureDataModule
+from mixalign.errors import MixalignError
 from mixalign.io import atomic_checkpoint_io, claim_version
-from mixalign.llvec.estimators import estimate_kl
-from mixalign.llvec.plots import save_model_map
-from mixalign.llvec.scoring import load_scorer
-from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset
-from mixalign.llvec.vectors import check_same_textset, load_vector, save_vector, vector_from_scores
-from mixalign.mixture.aligned import MixtureConfig, align, write_weights
-from mixalign.model.checkpoint import read_checkpoint
+from mixalign.mixture.aligned import align, write_weights
+from mixalign.mixture.rounds import round_end, round_starts
 from mixalign.model.module import NanoGPTModule
 
-EXTRA_SUBCOMMANDS = {
-    "prepare": "--config CONFIG: tokenize the config's data once into the cache (fit/validate reuse it)",
-    "weights": "--config CONFIG --out WEIGHTS.yaml: domain weights aligned with mixture.target (probes + solver)",
-    "score": "--model CKPT|HF_DIR --out VEC.npz: log-likelihood vector of a model on a text set",
-    "kl": "VEC.npz VEC.npz [...]: pairwise KL (bits/byte) with standard errors; a model map for 3+",
-}
+LOGS = "lightning_logs"
+
+
+class LineBreakFormatter(DefaultHelpFormatter):
+    """Keep the line breaks of descriptions and epilogs (the subcommand list) instead of reflowing them."""
+
+    def _fill_text(self, text, width, indent):
+        return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
 class MixalignCLI(LightningCLI):
-    def __init__(self, args=None, run: bool = True, **kwargs):
+    """LightningCLI with mixalign's sections: `checkpoint:`, `mixture:` (the target and the method)
+    and `kl:` (the distance monitor, aimed at `mixture.target`).
+
+    command: the mixalign subcommand this parser serves without running the trainer (``weights``).
+    """
+
+    def __init__(self, args=None, run: bool = True, command: str | None = None):
+        self.command = command
         super().__init__(
-            NanoGPTModule,
-            PileMixtureDataModule,
-            seed_everything_default=1337,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs=_parser_kwargs(run),
-            args=args,
-            run=run,
-            **kwargs,
+            NanoGPTModule, PileMixtureDataModule, seed_everything_default=1337, save_config_kwargs={"overwrite": True},
+            parser_kwargs=_parser_kwargs(run, command), args=args, run=run, auto_configure_optimizers=False,
         )
 
-    def before_instantiate_classes(self) -> None:
-        """An unset trainer.precision becomes bf16-mixed where the run gets a bf16-capable GPU."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        trainer = config.get("trainer")
-        if trainer is not None and trainer.get("precision") is None:
-            trainer["precision"] = default_precision(trainer.get("accelerator"))
-
-    def instantiate_trainer(self, **kwargs):
-        """Atomic checkpoint writes, and a TensorBoard version claimed before anything is logged."""
-        trainer = super().instantiate_trainer(**kwargs)
-        if trainer.strategy.checkpoint_io.__class__ is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = atomic_checkpoint_io()
-        for logger in trainer.loggers:
-            claim = self.subcommand is not None and trainer.is_global_zero  # prepare/weights log nothing
-            if claim and isinstance(logger, TensorBoardLogger) and logger._version is None:
-                logger._version = claim_version(logger.root_dir, logger._get_next_version())
-        return trainer
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {key: value for key, value in LightningCLI.subcommands().items() if key in ("fit", "validate")}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.block_size", "model.block_size")  # one value, one place
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
-        parser.add_dataclass_arguments(MixtureConfig, "mixture")
+        parser.add_lightning_class_args(AlignedMixture, "mixture")
+        parser.add_lightning_class_args(LogLikelihoodKL, "kl")
+        parser.link_arguments("mixture.target", "kl.target")
+        parser.link_arguments("mixture.textset", "kl.textset")
+        if self.command == "weights":
+            parser.add_argument("--out", required=True, help="the weights YAML to write (a bar chart PNG goes beside it)")
 
-    def mixture_config(self) -> MixtureConfig:
-        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        return config["mixture"]
+    def _subcommand_config(self):
+        return self.config[self.subcommand] if self.subcommand else self.config
 
-    def fit(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, ckpt_path: str | None = None, **kwargs):
-        """Train; with `mixture.target` set, compute the weights first, and again at each round.
+    def before_instantiate_classes(self) -> None:
+        """An unset precision becomes bf16-mixed on a bf16 GPU; `--ckpt_path last` finds this run's last.ckpt."""
+        config = self._subcommand_config()
+        trainer = config["trainer"]
+        if trainer.get("precision") is None:
+            trainer["precision"] = default_precision(trainer.get("accelerator"))
+        if self.subcommand and config.get("ckpt_path") == "last":
+            config["ckpt_path"] = str(find_last_checkpoint(trainer.get("default_root_dir") or ".",
+                                                           config["checkpoint"].get("dirpath")))
 
-        Each round is its own `trainer.fit` segment that resumes from the previous segment's
-        checkpoint, so optimizer, schedule and data stream continue exactly as in one run.
-        """
-        mixture = self.mixture_config()
-        trainer = self.trainer
-        if mixture.target is None:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
-        else:
-            self._fit_rounds(mixture, model, datamodule, ckpt_path, **kwargs)
-        self._print_summary(datamodule)
+    def instantiate_trainer(self, **kwargs):
+        """Atomic checkpoint writes, and a TensorBoard version of its own (or the resumed run's)."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("plugins") is None:
+            kwargs["plugins"] = [atomic_checkpoint_io()]
+        callbacks = list(trainer_config.get("callbacks") or [])
+        if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = callbacks + [StepProgressBar()]
+        if self.subcommand and trainer_config.get("logger") in (None, True) and _is_rank_zero():
+            root = Path(trainer_config.get("default_root_dir") or ".")
+            resumed = self._subcommand_config().get("ckpt_path") if self.subcommand == "fit" else None
+            kwargs["logger"] = TensorBoardLogger(root, name=LOGS, version=run_version(root / LOGS, resumed))
+        return super().instantiate_trainer(**kwargs)
 
-    def _print_summary(self, datamodule: PileMixtureDataModule) -> None:
-        """One line a person can read at the end of a run: the distance moved, on what mixture."""
-        if not self.trainer.is_global_zero:
-            return
-        kl = next((c for c in self.trainer.callbacks if isinstance(c, LogLikelihoodKL)), None)
-        weights = ", ".join(f"{d} {w:.3f}" for d, w in zip(datamodule.domains, datamodule.weights))
-        if kl is not None and kl.kl_history:
-            (start_step, start), (end_step, end) = kl.kl_history[0], kl.kl_history[-1]
-            print(f"SUMMARY: KL to target {start:.4f} -> {end:.4f} bits/byte (step {start_step} -> {end_step}); "
-                  f"weights: {weights}")
-        else:
-            print(f"SUMMARY: trained to step {self.trainer.global_step}; weights: {weights}")
+    def fit(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, **kwargs) -> None:
+        self.trainer.fit(model, datamodule=datamodule, **kwargs)
+        if self.trainer.is_global_zero:
+            print(f"SUMMARY: {summary(self.trainer, datamodule)}")
 
-    def _fit_rounds(self, mixture: MixtureConfig, model, datamodule, ckpt_path, **kwargs) -> None:
-        trainer = self.trainer
-        total = trainer.max_steps
-        if total <= 0:
-            raise ValueError("trainer.max_steps must be set when mixture.target is set (rounds split it)")
-        bounds = [round(total * r / mixture.rounds) for r in range(mixture.rounds + 1)]
-        model.hparams.lr_decay_steps = model.hparams.lr_decay_steps or total  # one schedule over all rounds
-        step = 0
-        if ckpt_path:
-            ckpt_path = self._resolve_ckpt_path(ckpt_path)
-            step = read_checkpoint(ckpt_path)["global_step"]
-        for round_index, (begin, end) in enumerate(zip(bounds, bounds[1:])):
-            if end <= step:
-                continue
-            if step == begin:  # this round starts now: probe from the current weights
-                if ckpt_path:
-                    model.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
-                result = align(mixture, model, datamodule, main_steps=end - begin, grad_clip=trainer.gradient_clip_val)
-                datamodule.pin_weights(begin, dict(zip(result.domains, result.weights)))
-                self._report_mixture(result, round_index, begin)
-            trainer.fit_loop.epoch_loop.max_steps = end
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
-            if end < total:
-                ckpt_path = str(Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints" / f"round-{round_index}.ckpt")
-                trainer.save_checkpoint(ckpt_path)
-            step = end
 
-    def _resolve_ckpt_path(self, ckpt_path: str) -> str:
-        if ckpt_path == "last":
-            dirpath = self.trainer.checkpoint_callback.dirpath if self.trainer.checkpoint_callback else None
-            if not dirpath or not (Path(dirpath) / "last.ckpt").exists():
-                raise ValueError(f"--ckpt_path last: no last.ckpt in checkpoint.dirpath ({dirpath})")
-            return str(Path(dirpath) / "last.ckpt")
-        return ckpt_path
+def _is_rank_zero() -> bool:
+    """Before the trainer exists, the launcher's environment says which process this is."""
+    import os
 
-    def _report_mixture(self, result, round_index: int, step: int) -> None:
-        print(f"\nmixture for round {round_index} (from step {step}):\n{result.table()}\n")
-        logger = self.trainer.logger
-        if logger is not None:
-            logger.log_metrics({f"mixture/weight/{d}": float(w) for d, w in zip(result.domains, result.weights)}, step)
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("mixture/diagnostics", f"round {round_index}\n\n    " + result.table().replace("\n", "\n    "), step)
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def find_last_checkpoint(root: str, dirpath: str | None) -> Path:
+    """`last.ckpt` of `checkpoint.dirpath`, or of this log directory's newest run; an error when none."""
+    if dirpath:
+        candidates = [Path(dirpath) / "last.ckpt"]
+    else:
+        candidates = sorted(Path(root).glob(f"{LOGS}/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = [p for p in candidates if p.is_file()]
+    if not found:
+        where = Path(dirpath) if dirpath else Path(root) / LOGS / "version_*" / "checkpoints"
+        raise MixalignError(f"--ckpt_path last: no last.ckpt in {where}; there is nothing to resume "
+                            "(start without --ckpt_path, or give the checkpoint's path)")
+    return found[-1]
+
+
+def run_version(logs: Path, ckpt_path: str | None) -> int:
+    """The resumed run's version when ckpt_path lies in one (its curves continue), else a new one,
+    claimed at once (its directory made) so two runs started together never share it."""
+    if ckpt_path:
+        path = Path(ckpt_path).resolve()
+        for parent in path.parents:
+            if parent.parent == logs.resolve() and parent.name.startswith("version_"):
+                return int(parent.name.removeprefix("version_"))
+    existing = [int(p.name.removeprefix("version_")) for p in logs.glob("version_*") if p.name[8:].isdigit()]
+    return claim_version(logs, max(existing, default=-1) + 1)
+
+
+def summary(trainer, datamodule: PileMixtureDataModule) -> str:
+    """One line a person can read at the end of a run: each distance moved, on which mixture."""
+    weights = ", ".join(f"{d} {w:.3f}" for d, w in zip(datamodule.domains, datamodule.weights))
+    parts = []
+    kl = next((c for c in trainer.callbacks if isinstance(c, LogLikelihoodKL) and c.active), None)
+    if kl is not None and kl.measurements:
+        parts.append(summary_distances(kl))
+    else:
+        parts.append(f"trained to step {trainer.global_step}")
+    mixture = next((c for c in trainer.callbacks if isinstance(c, AlignedMixture)), None)
+    if mixture is not None and mixture.summaries:
+        parts.append(f"mixture {mixture.summary()}")
+    return "; ".join(parts + [f"weights: {weights}"])
+
+
+def summary_distances(kl: LogLikelihoodKL) -> str:
+    """The first and last measurement of each distance the callback took, named for what it is."""
+    first, last = kl.measurements[0], kl.measurements[-1]
+    parts = [f"step {first.step} -> {last.step}"]
+    if last.exact_model_to_target is not None:
+        parts.append(f"KL to target, exact on the text set: model->target {first.exact_model_to_target:.4f} -> "
+                     f"{last.exact_model_to_target:.4f}, target->model {first.exact_target_to_model:.4f} -> "
+                     f"{last.exact_target_to_model:.4f} bits/byte")
+    else:
+        parts.append("KL to target, exact: not available (the target is not a model sharing the tokenizer)")
+    for name, result in kl.monte_carlo.items():
+        parts.append(f"Monte Carlo KL {name.replace('_to_', '->')} {result.text.bits_per_byte:.4f} +- {result.text.se:.4f}")
+    parts.append(f"log-likelihood-vector distance (Kishino et al. scale) {first.llvec_distance:.4f} -> "
+                 f"{last.llvec_distance:.4f}")
+    return "; ".join(parts)
 
 
 def default_precision(accelerator) -> str:
@@ -158,120 +171,47 @@ def default_precision(accelerator) -> str:
     return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def _parser_kwargs(run: bool) -> dict:
-    epilog = "mixalign's own subcommands:\n" + "\n".join(
-        f"  mixalign {name} {what}" for name, what in EXTRA_SUBCOMMANDS.items()
-    )
-    kwargs = {"epilog": epilog}
-    return {"fit": kwargs, "validate": kwargs, "test": kwargs, "predict": kwargs, **kwargs} if run else kwargs
+def _parser_kwargs(run: bool, command: str | None) -> dict:
+    from mixalign.commands import SUBCOMMANDS
 
-
-def prepare_main(args: list[str]) -> None:
-    """`mixalign prepare --config ...`: run data preparation alone and print what was prepared."""
-    cli = MixalignCLI(args=args, run=False)
-    datamodule = cli.datamodule
-    datamodule.setup("fit")
-    manifest = datamodule.data.manifest
-    print(f"prepared data: {datamodule.data.root}")
-    print(f"{'domain':<24} {'train docs':>10} {'train tokens':>13} {'val docs':>9} {'val tokens':>11}")
-    for domain, splits in manifest["domains"].items():
-        train, val = splits["train"], splits["val"]
-        print(f"{domain:<24} {train['documents']:>10} {train['tokens']:>13} {val['documents']:>9} {val['tokens']:>11}")
-    print(json.dumps({"tokenizer": manifest["tokenizer"]["spec"], "dtype": manifest["dtype"]}))
+    if not run:
+        return {"prog": f"mixalign {command}", "description": SUBCOMMANDS[command].description,
+                "formatter_class": LineBreakFormatter}
+    epilog = "mixalign's own subcommands (each has --help):\n" + "\n".join(
+        f"  mixalign {name:<8} {entry.summary}" for name, entry in SUBCOMMANDS.items())
+    kwargs = {"epilog": epilog, "formatter_class": LineBreakFormatter}
+    return {"prog": "mixalign", **kwargs, "fit": dict(kwargs, prog="mixalign fit"),
+            "validate": dict(kwargs, prog="mixalign validate")}
 
 
 def weights_main(args: list[str]) -> None:
-    """`mixalign weights --config ... --out weights.yaml`: compute the aligned weights alone."""
-    out = _pop_option(args, "--out")
-    if out is None:
-        raise ValueError("mixalign weights: --out PATH is required (the weights YAML to write)")
-    cli = MixalignCLI(args=args, run=False)
-    trainer = cli.trainer
-    result = align(cli.mixture_config(), cli.model, cli.datamodule, trainer.max_steps, trainer.gradient_clip_val)
+    """`mixalign weights --config C --out weights.yaml`: the first round's mixture, without training."""
+    cli = MixalignCLI(args=args, run=False, command="weights")
+    mixture, trainer = cli.config_init["mixture"], cli.trainer
+    if mixture.warmup_steps:
+        raise MixalignError("mixture.warmup_steps > 0: the mixture depends on the warm-up training, which is the "
+                            "run's own first steps; run `mixalign fit` (the weights land in the run directory)")
+    starts = round_starts(trainer.max_steps, mixture.rounds, 0)
+    result = align(mixture, cli.model, cli.datamodule, 0, round_end(starts, 0, trainer.max_steps), trainer.max_steps,
+                   trainer.gradient_clip_val, device=str(trainer.strategy.root_device),
+                   autocast=AUTOCAST.get(str(trainer.precision)))
+    out = cli.config["out"]
     png = write_weights(result, out)
     print(result.table())
-    print(f"weights written to {out} (bar chart {png}); train on them with --data.weights {out}")
-
-
-def _pop_option(args: list[str], name: str) -> str | None:
-    """Remove `name VALUE` / `name=VALUE` from args (options LightningCLI's parser does not know)."""
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-            del args[i : i + 2]
-            return value
-        if arg.startswith(name + "="):
-            del args[i]
-            return arg.split("=", 1)[1]
-    return None
-
-
-def score_main(args: list[str]) -> None:
-    """`mixalign score`: one model's log-likelihood vector on a text set, written atomically."""
-    parser = ArgumentParser(prog="mixalign score", description=score_main.__doc__)
-    parser.add_argument("--model", required=True, help="mixalign checkpoint (.ckpt) or local Hugging Face model dir")
-    parser.add_argument("--textset", default="demo", help="'demo' (shipped) or a text-set file")
-    parser.add_argument("--n_texts", type=Optional[int], default=None, help="score an evenly spaced subset")
-    parser.add_argument("--out", required=True, help="output .npz")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max_batch_tokens", type=Optional[int], default=None, help="default: by device")
-    cfg = parser.parse_args(args)
-    textset = load_textset(resolve_textset(cfg.textset))
-    textset = subset_textset(textset, cfg.n_texts) if cfg.n_texts else textset
-    scorer = load_scorer(cfg.model, device=cfg.device)
-    result = scorer.score(textset, max_batch_tokens=cfg.max_batch_tokens, progress=True)
-    vector = vector_from_scores(result, textset, scorer.description)
-    save_vector(vector, cfg.out)
-    print(
-        f"{cfg.out}: {len(vector.values)} texts, mean log-likelihood {vector.values.mean():.2f} nats/text "
-        f"({-vector.values.mean() / vector.mean_bytes / math.log(2):.4f} bits/byte), text set {vector.textset_hash[:12]}"
-        + (f"; {result.n_windowed} texts longer than the context were scored in sliding windows" if result.n_windowed else "")
-    )
-
-
-def kl_main(args: list[str]) -> None:
-    """`mixalign kl`: pairwise KL between saved vectors (bits/byte, symmetric estimate, +- standard error)."""
-    parser = ArgumentParser(prog="mixalign kl", description=kl_main.__doc__)
-    parser.add_argument("vectors", nargs="+", help="two or more .npz vectors on the same text set")
-    parser.add_argument("--clip_quantile", type=Optional[float], default=None)
-    parser.add_argument("--map", default="model_map.png", help="model map PNG (written for 3+ vectors)")
-    cfg = parser.parse_args(args)
-    if len(cfg.vectors) < 2:
-        parser.error("give at least two vectors")
-    vectors = [load_vector(path) for path in cfg.vectors]
-    check_same_textset(*vectors)
-    names = [Path(path).stem for path in cfg.vectors]
-    width = max(12, *map(len, names))
-    print(f"KL in bits/byte +- standard error, text set {vectors[0].textset_hash[:12]}, N = {len(vectors[0].values)}")
-    print(" " * width + "".join(f" {name:>{width + 10}}" for name in names))
-    for name_a, a in zip(names, vectors):
-        cells = []
-        for b in vectors:
-            e = estimate_kl(torch.from_numpy(a.values), torch.from_numpy(b.values), a.mean_bytes, cfg.clip_quantile)
-            cells.append(f"{e.kl_bits_per_byte:.4f} +- {e.se_bits_per_byte:.4f}")
-        print(f"{name_a:<{width}}" + "".join(f" {cell:>{width + 10}}" for cell in cells))
-    if len(vectors) >= 3:
-        save_model_map(vectors, names, cfg.map)
-        print(f"model map: {cfg.map}")
-
-
-SUBCOMMAND_MAINS = {"prepare": prepare_main, "weights": weights_main, "score": score_main, "kl": kl_main}
+    rounds = f" (round 0 of {mixture.rounds}: later rounds are computed during fit)" if mixture.rounds > 1 else ""
+    print(f"weights written to {out}{rounds} (bar chart {png}); train on them with --data.weights {out}")
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run a subcommand; a user error (bad config, data, checkpoint) is one clear line and exit code 2.
+    """Run a subcommand; a user error (`MixalignError`) is one clear line and exit code 2."""
+    from mixalign.commands import SUBCOMMANDS
 
-    Set MIXALIGN_DEBUG=1 to see the traceback instead.
-    """
     argv = list(sys.argv[1:] if args is None else args)
     try:
-        if argv and argv[0] in SUBCOMMAND_MAINS:
-            sys.argv = [f"{sys.argv[0]} {argv[0]}"]  # the subcommand parses its own arguments
-            return SUBCOMMAND_MAINS[argv[0]](argv[1:])
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]].main(argv[1:])
         MixalignCLI(args=args)
-    except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError
-        if os.environ.get("MIXALIGN_DEBUG"):
-            raise
+    except MixalignError as error:
         print(f"mixalign: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 from conftest import REPO, mixalign
 
 from mixalign.llvec.textset import load_textset
 from mixalign.llvec.vectors import load_vector
-from mixalign.model.checkpoint import export_checkpoint, gpt_from_checkpoint, read_checkpoint
+from mixalign.model.checkpoint import (
+    export_checkpoint,
+    gpt_from_checkpoint,
+    read_checkpoint,
+)
 from mixalign.model.nanogpt import GPTConfig
 
 PILE = REPO / "configs" / "pile.yaml"
@@ -59,7 +64,10 @@ def test_export_keeps_only_what_inference_needs(tmp_path):
 
 def test_pile_yaml_passes_print_config(tmp_path):
     printed = mixalign("fit", "--config", str(PILE), "--print_config", cwd=REPO).stdout
-    assert "init_from: checkpoints/base.ckpt" in printed and "mixalign.callbacks.LogLikelihoodKL" in printed
+    config = yaml.safe_load(printed)
+    assert config["model"]["init_from"] == "checkpoints/base.ckpt" and config["data"]["weights"] == "aligned"
+    assert config["mixture"]["target"] == "checkpoints/target.ckpt" and "target" not in config["kl"]  # linked from it
+    assert config["mixture"]["selection"] == "measured" and config["kl"]["exact_kl"] is True
 
 
 @pytest.mark.slow
@@ -67,11 +75,14 @@ def test_pile_yaml_short_run_ends_with_summary(tmp_path, demo_cache):
     root = tmp_path / "run"
     out = mixalign(
         "fit", "--config", str(PILE), "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
-        "--trainer.callbacks.n_texts", "40", "--mixture.n_texts", "40", "--mixture.probe_steps", "3",
-        "--mixture.linearity_check", "false", "--data.cache_dir", str(demo_cache),
-        "--trainer.default_root_dir", str(root), "--checkpoint.dirpath", str(root / "checkpoints"),
+        "--kl.n_texts", "40", "--mixture.n_texts", "40", "--mixture.probe_steps", "3",
+        "--data.cache_dir", str(demo_cache), "--trainer.default_root_dir", str(root),
         "--mixture.cache_dir", str(root / "mixture_cache"), cwd=REPO,
     ).stdout
-    summary = [line for line in out.splitlines() if line.startswith("SUMMARY: KL to target")]
-    assert len(summary) == 1 and "(step 0 -> 4); weights: bible" in summary[0]
+    (summary,) = [line for line in out.splitlines() if line.startswith("SUMMARY: ")]
+    assert summary.startswith("SUMMARY: step 0 -> 4; KL to target, exact on the text set: model->target ")
+    assert "log-likelihood-vector distance (Kishino et al. scale)" in summary and "weights: bible" in summary
+    assert "mixture from step 0: " in summary
     assert "cos(A w, t)" in out  # the mixture was computed and its diagnostics printed
+    run = root / "lightning_logs" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "mixture" / "round-0.yaml").is_file()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import DEMO_DOMAINS, mixalign, scalars, tiny
+from conftest import DEMO_DOMAINS, mixalign, scalars, tiny, trained_probes
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +33,30 @@ def test_weights_file_is_valid_with_diagnostics(weights_run):
     assert diagnostics["linearity_cosine"] is not None
     assert content["provenance"]["n_texts"] == 120 and len(content["provenance"]["textset_hash"]) == 64
     assert (work / "w.png").stat().st_size > 5_000
-    assert "probes trained this time: 9" in stdout
+    # The measured selection: every candidate has its probe's exact KL to the target, and the chosen
+    # mixture is the candidate whose weights the file gives.
+    candidates = {c["name"]: c for c in diagnostics["candidates"]}
+    assert {"uniform", "natural", "solution"} <= set(candidates)
+    assert all(c["exact_to_target"] > 0 for c in candidates.values())
+    assert candidates[content["chosen"]]["weights"] == pytest.approx(weights, abs=1e-9)
+    selection = diagnostics["selection"]
+    best = min(candidates.values(), key=lambda c: c["exact_to_target"])
+    assert selection["best"] == best["name"] and content["chosen"] in (best["name"], "uniform")
+    assert trained_probes(stdout) == 1 + len(DEMO_DOMAINS) + len(candidates)  # the base, domains, candidates
 
 
 def test_rerun_reuses_cached_probes(weights_run):
     work, _, again = weights_run
-    assert "probes trained this time: 0" in again
+    assert trained_probes(again) == 0
     assert yaml.safe_load((work / "w.yaml").read_text())["weights"] == yaml.safe_load((work / "w2.yaml").read_text())["weights"]
 
 
 def test_known_answer_two_dominant_domains(weights_run):
     """The target was trained from the same init on code 0.45, math 0.45, bible 0.1."""
     work, _, _ = weights_run
-    weights = yaml.safe_load((work / "w.yaml").read_text())["weights"]
+    content = yaml.safe_load((work / "w.yaml").read_text())
+    assert content["chosen"] != "uniform"  # far from uniform: the measured selection keeps a solved mixture
+    weights = content["weights"]
     assert set(sorted(weights, key=weights.get)[-2:]) == {"code", "math"}
 
 
@@ -64,10 +75,9 @@ def test_fit_on_weights_file_draws_those_proportions(weights_run, demo_cache):
 
 
 def test_aligned_training_ends_closer_to_target_than_uniform(tmp_path, demo_cache, tiny_target):
-    kl_callback = ["--trainer.callbacks+=mixalign.callbacks.LogLikelihoodKL",
-                   f"--trainer.callbacks.target={tiny_target}", "--trainer.callbacks.n_texts=120"]
     final = {}
-    for name, extra in {"uniform": [], "aligned": mixture_args(tiny_target)}.items():
-        mixalign("fit", *tiny(*kl_callback, *extra, "--trainer.default_root_dir", name, cache=demo_cache), cwd=tmp_path)
-        final[name] = scalars(tmp_path / name / "lightning_logs" / "version_0")["val/kl_to_target"][-1][1]
-    assert final["aligned"] < final["uniform"]
+    for name in ("uniform", "aligned"):
+        mixalign("fit", *tiny(*mixture_args(tiny_target), "--kl.n_texts", "120", "--data.weights", name,
+                              "--trainer.default_root_dir", name, cache=demo_cache), cwd=tmp_path)
+        final[name] = scalars(tmp_path / name / "lightning_logs" / "version_0")["val/exact_kl/model_to_target"][-1][1]
+    assert final["aligned"] < 0.9 * final["uniform"]

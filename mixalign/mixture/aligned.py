@@ -1,7 +1,9 @@
-"""Domain weights aligned with the target (SPEC section 3): probes -> A, t -> solver -> diagnostics.
+"""Domain weights aligned with the target (SPEC section 3): probes -> A, t -> solver -> measured choice.
 
-`compute_mixture` is the whole method for one round; `write_weights` stores its result as the
-YAML file that `data.weights:` reads (weights, diagnostics and provenance together).
+`compute_mixture` is the whole method for one round from a given model; `align` gathers its inputs
+from the model about to be trained; `write_weights` stores the result as the YAML file that
+`data.weights:` reads (weights, diagnostics, every candidate's measured distance, provenance), with
+a bar chart beside it.
 """
 
 from __future__ import annotations
@@ -13,40 +15,69 @@ import numpy as np
 import torch
 import yaml
 
-from mixalign.data.datamodule import PileMixtureDataModule
+from mixalign.errors import MixalignError
 from mixalign.io import atomic_path
-from mixalign.llvec.estimators import centre
-from mixalign.llvec.scoring import model_vector, score_gpt
-from mixalign.llvec.textset import TextSet, load_textset, subset_textset
-from mixalign.llvec.vectors import LogLikelihoodVector, load_vector, save_vector, vector_from_scores
-from mixalign.mixture.probes import ProbeJob, ProbeSettings, probe_key, run_probes, state_fingerprint, train_steps
-from mixalign.mixture.solvers import diagnose, linearity_check, smooth, solve_direction, solve_distance
+from mixalign.llvec.estimators import centre, to_bits_per_byte
+from mixalign.llvec.models import model_vector, shared_model
+from mixalign.llvec.textset import (
+    TextSet,
+    load_textset,
+    resolve_textset,
+    subset_textset,
+)
+from mixalign.llvec.token_kl import LN2
+from mixalign.llvec.vectors import LogLikelihoodVector
+from mixalign.mixture.probes import (
+    ProbeJob,
+    ProbeResult,
+    ProbeSettings,
+    probe_key,
+    run_probes,
+    state_fingerprint,
+)
+from mixalign.mixture.selection import Measured, Selection, candidate_mixtures, select
+from mixalign.mixture.solvers import (
+    diagnose,
+    linearity_check,
+    smooth,
+    solve_direction,
+    solve_distance,
+)
+from mixalign.model.module import lr_at
 from mixalign.model.nanogpt import GPT
 
 SOLVERS = ("direction", "distance")
 PRIORS = ("uniform", "natural")
+SELECTIONS = ("measured", "solver")
 
 
-@dataclass
+@dataclass(eq=False)
 class MixtureConfig:
-    """The `mixture:` section of a config: how to compute the domain weights before training.
+    """The `mixture:` section: the target, and how the domain weights toward it are computed.
 
     Args:
-        target: the target model (mixalign checkpoint, HF directory, or `.npz` vector); null
-            disables the computation and `data.weights` is used as given.
-        textset: text set for the log-likelihood vectors (``demo`` or a file).
+        target: the target model (mixalign checkpoint, local Hugging Face directory, or `.npz`
+            vector). Used to compute the weights when `data.weights: aligned`, and by the distance
+            monitor (`kl:`) at every validation.
+        textset: text set of the log-likelihood vectors and exact KL (``demo`` or a file).
         n_texts: use an evenly spaced subset of the text set (faster probes).
         probe_steps: S, optimizer steps of each probe.
-        probe_learning_rate: constant learning rate of the probes (default: the model's peak).
-        warmup_steps: from scratch only: uniform training of the fresh model before probing.
-        solver: ``direction`` (NNLS, paper default) or ``distance`` (simplex LS with step ratio).
-        smoothing: a in w <- (1 - a) w + a * prior.
+        probe_learning_rate: peak learning rate of the probes (default: the model's).
+        warmup_steps: from scratch: train this many steps on uniform weights before the first
+            round (probes of a random model say little). They are the run's first steps.
+        solver: ``direction`` (NNLS, the paper's) or ``distance`` (simplex least squares with the
+            main run's schedule-aware step length).
+        smoothing: a in w <- (1 - a) w + a * prior, before the candidates are measured.
         prior: ``uniform`` or ``natural``.
-        rounds: re-probe from the current weights this many times over training (1 = once).
-        linearity_check: also probe the chosen mixture and compare its move with A w.
+        rounds: re-probe and re-solve this many times over training (1 = once).
+        selection: ``measured`` trains each candidate mixture (the solution, its shrinkages toward
+            uniform, uniform, natural) as a probe and keeps the best measured one, and uniform
+            unless it is measurably better; ``solver`` uses the solution as it is (the paper's).
+        min_gain: with ``measured``, a candidate replaces uniform only if its probe is at least this
+            fraction of uniform's distance closer to the target (and more than 2 paired SEs).
         processes: probes run in this many worker processes.
         max_batch_tokens: scoring batch budget (default: by device).
-        cache_dir: probe and base vectors are cached here.
+        cache_dir: probe results are cached here.
         seed: fixes the probes' data order (independent of ``data.seed``, so runs that differ
             only in their training data order share one set of probes).
     """
@@ -61,225 +92,361 @@ class MixtureConfig:
     smoothing: float = 0.0
     prior: str = "uniform"
     rounds: int = 1
-    linearity_check: bool = True
+    selection: str = "measured"
+    min_gain: float = 0.1
     processes: int = 1
     max_batch_tokens: int | None = None
     cache_dir: str = "mixture_cache"
     seed: int = 1337
 
     def __post_init__(self):
-        if self.solver not in SOLVERS:
-            raise ValueError(f"mixture.solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.prior not in PRIORS:
-            raise ValueError(f"mixture.prior must be one of {PRIORS}, got {self.prior!r}")
+        for name, allowed in (("solver", SOLVERS), ("prior", PRIORS), ("selection", SELECTIONS)):
+            if getattr(self, name) not in allowed:
+                raise MixalignError(f"mixture.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0 <= self.min_gain < 1:
+            raise MixalignError(f"mixture.min_gain must be in [0, 1), got {self.min_gain}")
         if not 0 <= self.smoothing <= 1:
-            raise ValueError(f"mixture.smoothing must be in [0, 1], got {self.smoothing}")
+            raise MixalignError(f"mixture.smoothing must be in [0, 1], got {self.smoothing}")
         for name in ("probe_steps", "rounds", "processes"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"mixture.{name} must be positive, got {getattr(self, name)}")
+                raise MixalignError(f"mixture.{name} must be positive, got {getattr(self, name)}")
         if self.warmup_steps < 0:
-            raise ValueError(f"mixture.warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise MixalignError(f"mixture.warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass
+class Candidate:
+    """A candidate mixture after its probe: measured distances and the linear model's forecast."""
+
+    name: str
+    weights: np.ndarray
+    llvec: float  # log-likelihood-vector distance to the target (bits/byte)
+    exact_to_target: float | None  # exact KL(probe || target), bits/byte
+    exact_from_target: float | None  # exact KL(target || probe)
+    predicted_llvec: float  # what the linear model A w predicted for this probe
 
 
 @dataclass
 class MixtureResult:
     domains: list[str]
-    weights: np.ndarray
+    weights: np.ndarray  # the mixture to train on (the chosen candidate)
+    solved: np.ndarray  # the solver's mixture (after smoothing)
     solver: str
     fell_back: bool
     domain_cosines: np.ndarray
+    domain_exact_change: np.ndarray | None  # each domain probe's change of exact KL to the target
     mixture_cosine: float
     relative_residual: float
-    current_kl: float
-    predicted_kl: float
+    step_ratio: float
+    current_llvec: float
+    predicted_llvec: float
+    prediction_note: str  # empty when the prediction is worth showing
+    current_exact: float | None
     linearity: tuple[float, float] | None
+    candidates: list[Candidate]
+    selection: Selection | None
     probes_trained: int
     provenance: dict = field(default_factory=dict)
 
+    @property
+    def chosen(self) -> str:
+        return self.selection.chosen if self.selection else "solution"
+
     def table(self) -> str:
-        """The diagnostics as a plain-text table (printed, and logged to TensorBoard as text)."""
-        lines = [f"{'domain':<24} {'weight':>8} {'cos(Delta_k, t)':>16}"]
-        for domain, weight, cosine in zip(self.domains, self.weights, self.domain_cosines):
-            lines.append(f"{domain:<24} {weight:>8.4f} {cosine:>16.4f}")
-        lines += [
-            f"solver: {self.solver}{' (fell back to uniform: no mixture moves toward the target)' if self.fell_back else ''}",
-            f"cos(A w, t) = {self.mixture_cosine:.4f}; relative residual ||t - A v*|| / ||t|| = {self.relative_residual:.4f}",
-            f"KL to target now {self.current_kl:.4f} bits/byte; predicted after training {self.predicted_kl:.4f}",
-        ]
-        if self.linearity:
-            lines.append(
-                f"linearity check (probe of the chosen mixture vs A w): cosine {self.linearity[0]:.4f}, "
-                f"norm ratio {self.linearity[1]:.4f}"
-            )
-        lines.append(f"probes trained this time: {self.probes_trained} (the rest came from the cache)")
-        return "\n".join(lines)
+        """The diagnostics as plain text (printed, and logged to TensorBoard)."""
+        return "\n".join(_table_lines(self))
 
     def to_dict(self) -> dict:
+        as_floats = lambda v: None if v is None else {d: float(x) for d, x in zip(self.domains, v)}  # noqa: E731
         return {
-            "weights": {d: float(w) for d, w in zip(self.domains, self.weights)},
+            "weights": as_floats(self.weights),
+            "chosen": self.chosen,
             "diagnostics": {
                 "solver": self.solver,
+                "solved_weights": as_floats(self.solved),
                 "fell_back_to_uniform": self.fell_back,
-                "domain_cosines": {d: float(c) for d, c in zip(self.domains, self.domain_cosines)},
+                "domain_cosines": as_floats(self.domain_cosines),
+                "domain_exact_kl_change": as_floats(self.domain_exact_change),
                 "mixture_cosine": self.mixture_cosine,
                 "relative_residual": self.relative_residual,
-                "current_kl_bits_per_byte": self.current_kl,
-                "predicted_kl_bits_per_byte": self.predicted_kl,
+                "step_ratio": self.step_ratio,
+                "llvec_distance_now": self.current_llvec,
+                "llvec_distance_predicted": None if self.prediction_note else self.predicted_llvec,
+                "prediction_note": self.prediction_note or None,
+                "exact_kl_now": self.current_exact,
                 "linearity_cosine": None if self.linearity is None else self.linearity[0],
                 "linearity_norm_ratio": None if self.linearity is None else self.linearity[1],
+                "selection": None if self.selection is None else asdict(self.selection),
+                "candidates": [{**asdict(c), "weights": as_floats(c.weights)} for c in self.candidates],
             },
             "provenance": self.provenance,
         }
 
 
-def compute_mixture(
-    config: MixtureConfig,
-    base: GPT,
-    datamodule: PileMixtureDataModule,
-    textset: TextSet,
-    target: LogLikelihoodVector,
-    settings: ProbeSettings,
-    main_steps: int,
-) -> MixtureResult:
-    """One round of the method: probe every domain from `base`, solve for the weights, diagnose."""
-    if target.textset_hash != textset.hash:
-        raise ValueError(
-            f"target vector ({target.model}) was scored on text set {target.textset_hash[:12]}, "
-            f"not on {textset.hash[:12]}"
-        )
-    domains = datamodule.domains
-    token_ids = datamodule.encode(textset.texts)
-    base_state = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
-    fingerprint = state_fingerprint(base_state)
-    cache = Path(config.cache_dir)
-    common = dict(base=fingerprint, textset=textset.hash, data=datamodule.data.manifest["key"], settings=asdict(settings))
-
-    base_path = cache / f"base-{probe_key(**common)}.npz"
-    if base_path.exists():
-        l0 = load_vector(base_path).values
+def _table_lines(r: MixtureResult) -> list[str]:
+    exact = r.domain_exact_change is not None
+    lines = [f"{'domain':<24} {'weight':>8} {'solved':>8} {'cos(Delta_k, t)':>16}"
+             + (f" {'exact KL change':>16}" if exact else "")]
+    for k, domain in enumerate(r.domains):
+        lines.append(f"{domain:<24} {r.weights[k]:>8.4f} {r.solved[k]:>8.4f} {r.domain_cosines[k]:>16.4f}"
+                     + (f" {r.domain_exact_change[k]:>+16.4f}" if exact else ""))
+    fallback = " (fell back to uniform: no mixture moves toward the target)" if r.fell_back else ""
+    lines += [f"solver: {r.solver}{fallback}",
+              f"cos(A w, t) = {r.mixture_cosine:.4f}; relative residual ||t - A v*|| / ||t|| = {r.relative_residual:.4f}",
+              f"log-likelihood-vector distance (Kishino et al. scale) to the target now: {r.current_llvec:.4f} bits/byte"
+              + (f"; KL, exact on the text set: {r.current_exact:.4f}" if r.current_exact is not None else "")]
+    if r.prediction_note:
+        lines.append(f"predicted after training: not shown: {r.prediction_note}")
     else:
-        scored = score_gpt(base, token_ids, config.max_batch_tokens)
-        l0 = scored.values
-        save_vector(vector_from_scores(scored, textset, "base"), base_path)
+        lines.append(f"predicted after training (linear model, {r.step_ratio:.1f} probe-lengths of the main run's "
+                     f"schedule): log-likelihood-vector distance {r.predicted_llvec:.4f}")
+    if r.linearity:
+        lines.append(f"linearity (the solution's probe vs A w): cosine {r.linearity[0]:.4f}, norm ratio {r.linearity[1]:.4f}")
+    if r.candidates:
+        lines.append(f"{'candidate':<14} {'llvec':>8} {'(linear)':>9} {'exact KL ->target':>18} {'exact KL <-target':>18}")
+        for c in r.candidates:
+            ex = ("" if c.exact_to_target is None else f" {c.exact_to_target:>18.4f} {c.exact_from_target:>18.4f}")
+            lines.append(f"{c.name:<14} {c.llvec:>8.4f} {c.predicted_llvec:>9.4f}{ex}")
+        lines.append(f"chosen: {r.chosen} ({r.selection.reason})")
+    lines.append(f"probes trained this time: {r.probes_trained} (the rest came from the cache)")
+    return lines
 
-    def job(name: str, weights: np.ndarray) -> ProbeJob:
+
+# -- the method ---------------------------------------------------------------------------------
+
+@dataclass
+class Target:
+    """The target as the method sees it: its vector, and its spec when exact KL can be measured."""
+
+    spec: str
+    vector: LogLikelihoodVector
+    exact: bool  # a model that shares the data's tokenizer
+
+
+@dataclass
+class ProbeContext:
+    """What every probe of one round shares: the base, the data, the text set, the device."""
+
+    base: GPT
+    datamodule: object  # PileMixtureDataModule
+    textset: TextSet
+    target: Target
+    cache: Path
+    max_batch_tokens: int | None
+    device: str = "cpu"
+    autocast: str | None = None
+
+    def __post_init__(self):
+        self.token_ids = self.datamodule.encode(self.textset.texts)
+        self.base_state = {k: v.detach().cpu().clone() for k, v in self.base.state_dict().items()}
+        self.fingerprint = state_fingerprint(self.base_state)
+
+    def job(self, name: str, weights: np.ndarray, settings: ProbeSettings) -> ProbeJob:
+        key = probe_key(base=self.fingerprint, textset=self.textset.hash, data=self.datamodule.data.manifest["key"],
+                        settings=asdict(settings), probe=name, weights=np.round(weights, 12).tolist(),
+                        target=self.target.spec if self.target.exact else None)
         return ProbeJob(
-            name=name, config=base.config, base_state=base_state,
-            batches=datamodule.train_dataset(weights=weights, seed=settings.seed),
-            token_ids=token_ids, textset=textset,
-            settings=settings, max_batch_tokens=config.max_batch_tokens,
-            path=cache / f"probe-{probe_key(**common, probe=name, weights=weights.round(12).tolist())}.npz",
+            name=name, config=self.base.config, base_state=self.base_state,
+            batches=self.datamodule.train_dataset(weights=weights, seed=settings.seed), token_ids=self.token_ids,
+            textset=self.textset, settings=settings, max_batch_tokens=self.max_batch_tokens,
+            path=self.cache / f"probe-{key}.npz", target=self.target.spec if self.target.exact else None,
+            device=self.device, autocast=self.autocast,
         )
 
-    jobs = [job(domain, np.eye(len(domains))[k]) for k, domain in enumerate(domains)]
-    trained = sum(not j.path.exists() for j in jobs)
-    probes = run_probes(jobs, config.processes)
 
-    l0_t = torch.from_numpy(l0)
-    A = torch.stack([centre(torch.from_numpy(p.values) - l0_t) for p in probes], dim=1)
-    t = centre(torch.from_numpy(target.values) - l0_t)
-    step_ratio = main_steps / settings.steps
-    solved = solve_direction(A, t) if config.solver == "direction" else solve_distance(A, t, step_ratio)  # warns on fallback
+def _exact_bits(result: ProbeResult, mean_bytes: float) -> np.ndarray:
+    """Per-text exact KL, the mean of both directions, on the bits/byte scale (its mean is the distance)."""
+    return (result.exact.a_to_b + result.exact.b_to_a) / 2 / (mean_bytes * LN2)
+
+
+def _llvec_terms(values: np.ndarray, target: np.ndarray, mean_bytes: float) -> np.ndarray:
+    """Per-text terms of the log-likelihood-vector distance: their mean is the estimate (bits/byte)."""
+    c = centre(torch.from_numpy(values - target)).numpy()
+    return c**2 / 2 / (mean_bytes * LN2)
+
+
+def _measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeSettings, A, t, ratio: float,
+                        min_gain: float):
+    """Train every candidate mixture as a probe and measure it.
+
+    Returns (candidates, selection, probe results by name, probes trained now).
+    """
+    natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in ctx.datamodule.domains])
+    named = candidate_mixtures(solution, natural)
+    jobs = [ctx.job(f"candidate {n}", w, settings) for n, w in named.items()]
+    trained = sum(not job.done for job in jobs)
+    results = run_probes(jobs, progress="candidates")
+    B, lT = ctx.textset.mean_bytes, ctx.target.vector.values
+    candidates, measured = [], []
+    for (name, weights), result in zip(named.items(), results):
+        predicted = ((t - ratio * (A @ torch.from_numpy(weights))) ** 2).mean().item() / 2
+        exact = _exact_bits(result, B) if result.exact is not None else None
+        to_t, from_t = ((float(v.mean() / (B * LN2)) for v in (result.exact.a_to_b, result.exact.b_to_a))
+                        if exact is not None else (None, None))
+        terms = _llvec_terms(result.vector.values, lT, B)
+        candidates.append(Candidate(name, weights, float(terms.mean()), to_t, from_t, to_bits_per_byte(predicted, B)))
+        measured.append(Measured(name, weights, exact if exact is not None else terms))
+    selection = select(measured, "exact KL" if ctx.target.exact else "log-likelihood-vector distance",
+                       min_gain=min_gain)
+    return candidates, selection, dict(zip(named, results)), trained
+
+
+def _prediction_note(current: float, predicted: float, linearity) -> str:
+    """Why the linear model's forecast should not be shown, or '' when it may be."""
+    if predicted > current:
+        return (f"the linear model puts this mixture at {predicted:.4f}, farther from the target than the model is now "
+                f"({current:.4f}): it extrapolates the probes' moves past the target, so it is no forecast")
+    if linearity is not None and (linearity[0] < 0.9 or not 0.8 <= linearity[1] <= 1.25):
+        return (f"the solution's own probe moved unlike A w (cosine {linearity[0]:.2f}, norm ratio "
+                f"{linearity[1]:.2f}): the linear model does not hold here")
+    return ""
+
+
+def _probe_domains(config: MixtureConfig, ctx: ProbeContext, settings: ProbeSettings):
+    """The base's vector and one probe per domain; A's columns are the probes' centred moves.
+
+    Returns (base result, domain probe results, A, t, probes trained now).
+    """
+    domains = ctx.datamodule.domains
+    jobs = [ctx.job("base", np.full(len(domains), 1 / len(domains)), ProbeSettings(**{**asdict(settings), "steps": 0}))]
+    jobs += [ctx.job(domain, np.eye(len(domains))[k], settings) for k, domain in enumerate(domains)]
+    trained = sum(not job.done for job in jobs)
+    base, *probes = run_probes(jobs, config.processes)
+    l0 = torch.from_numpy(base.vector.values)
+    A = torch.stack([centre(torch.from_numpy(p.vector.values) - l0) for p in probes], dim=1)
+    t = centre(torch.from_numpy(ctx.target.vector.values) - l0)
+    return base, probes, A, t, trained
+
+
+def _solve(config: MixtureConfig, ctx: ProbeContext, A, t, step_ratio: float):
+    """The solver's mixture, smoothed toward the prior: (solver result, weights as numpy)."""
+    solved = solve_direction(A, t) if config.solver == "direction" else solve_distance(A, t, step_ratio)
     weights = solved.weights
     if config.smoothing > 0:
-        prior = torch.ones(len(domains), dtype=torch.float64)
+        prior = torch.ones(len(ctx.datamodule.domains), dtype=torch.float64)
         if config.prior == "natural":
-            prior = torch.tensor([float(datamodule.data.count(d, "train")) for d in domains])
+            prior = torch.tensor([float(ctx.datamodule.data.count(d, "train")) for d in ctx.datamodule.domains])
         weights = smooth(weights, prior, config.smoothing)
-    diagnostics = diagnose(A, t, weights, step_ratio, textset.mean_bytes)
-
-    linearity = None
-    if config.linearity_check:
-        mixture_job = job("mixture", weights.numpy())
-        trained += not mixture_job.path.exists()
-        mixed = run_probes([mixture_job], 1)[0]
-        linearity = linearity_check(centre(torch.from_numpy(mixed.values) - l0_t), A, weights)
-
-    return MixtureResult(
-        domains=list(domains),
-        weights=weights.numpy(),
-        solver=config.solver,
-        fell_back=solved.fell_back,
-        domain_cosines=diagnostics.domain_cosines.numpy(),
-        mixture_cosine=diagnostics.mixture_cosine,
-        relative_residual=diagnostics.relative_residual,
-        current_kl=diagnostics.current_kl_bits_per_byte,
-        predicted_kl=diagnostics.predicted_kl_bits_per_byte,
-        linearity=linearity,
-        probes_trained=trained,
-        provenance={
-            "base_fingerprint": fingerprint,
-            "target": target.model,
-            "textset_hash": textset.hash,
-            "n_texts": len(textset.texts),
-            "data_key": datamodule.data.manifest["key"],
-            "probe": asdict(settings),
-            "main_steps": main_steps,
-            "step_ratio": step_ratio,
-            "smoothing": config.smoothing,
-            "prior": config.prior,
-        },
-    )
+    return solved, weights.numpy()
 
 
-def align(config: MixtureConfig, module, datamodule: PileMixtureDataModule, main_steps: int,
-          grad_clip: float | None) -> MixtureResult:
-    """The method from the model's current weights: text set, target vector, probes, solve.
+def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: ProbeSettings,
+                    candidate_settings: ProbeSettings, step_ratio: float) -> MixtureResult:
+    """One round of the method from `ctx.base`: probe every domain, solve, measure candidates, choose.
 
-    `module` is the `NanoGPTModule` about to be trained (its optimizer settings are the probes'),
-    so `mixalign weights` and `fit` compute identical weights from identical configs.
+    step_ratio: the main run's learning-rate sum over the round divided by a domain probe's.
     """
-    if config.target is None:
-        raise ValueError("mixture.target is not set: name the target model (checkpoint, HF directory or .npz)")
-    datamodule.setup("fit")
-    textset = load_textset(config.textset)
-    if config.n_texts:
-        textset = subset_textset(textset, config.n_texts)
-    datamodule.check_heldout(textset)
-    target = model_vector(config.target, textset, config.cache_dir, config.max_batch_tokens)
-    hp = module.hparams
-    settings = ProbeSettings(
-        steps=config.probe_steps,
-        learning_rate=config.probe_learning_rate or hp.learning_rate,
-        weight_decay=hp.weight_decay,
-        betas=tuple(hp.betas),
-        batch_size=datamodule.batch_size,
-        block_size=datamodule.block_size,
-        grad_clip=grad_clip,
-        seed=config.seed,
+    base, probes, A, t, trained = _probe_domains(config, ctx, domain_settings)
+    solved, weights = _solve(config, ctx, A, t, step_ratio)
+    B = ctx.textset.mean_bytes
+    diagnostics = diagnose(A, t, weights, step_ratio, B)
+    exact_now = float(_exact_bits(base, B).mean()) if base.exact is not None else None
+    domain_exact = (np.array([float(_exact_bits(p, B).mean()) - exact_now for p in probes])
+                    if base.exact is not None else None)
+    candidates, selection, linearity, chosen = [], None, None, weights
+    if config.selection == "measured":
+        candidate_ratio = sum(map(candidate_settings.lr, range(candidate_settings.steps))) / (
+            domain_settings.steps * domain_settings.learning_rate)
+        candidates, selection, results, more = _measure_candidates(ctx, weights, candidate_settings, A, t,
+                                                                   candidate_ratio, config.min_gain)
+        trained += more
+        solution = results.get("solution")
+        if solution is not None:
+            l0 = torch.from_numpy(base.vector.values)
+            linearity = linearity_check(centre(torch.from_numpy(solution.vector.values) - l0),
+                                        candidate_ratio * A, torch.from_numpy(weights))
+        chosen = next(c.weights for c in candidates if c.name == selection.chosen)
+    current, predicted = diagnostics.current_kl_bits_per_byte, _predict(A, t, chosen, step_ratio, B)
+    return MixtureResult(
+        domains=list(ctx.datamodule.domains), weights=chosen, solved=weights, solver=config.solver, fell_back=solved.fell_back,
+        domain_cosines=diagnostics.domain_cosines.numpy(), domain_exact_change=domain_exact,
+        mixture_cosine=diagnostics.mixture_cosine, relative_residual=diagnostics.relative_residual,
+        step_ratio=step_ratio, current_llvec=current, predicted_llvec=predicted,
+        prediction_note=_prediction_note(current, predicted, linearity), current_exact=exact_now,
+        linearity=linearity, candidates=candidates, selection=selection, probes_trained=trained,
+        provenance=_provenance(config, ctx, domain_settings, candidate_settings, step_ratio),
     )
-    if config.warmup_steps:
-        uniform = np.full(len(datamodule.domains), 1 / len(datamodule.domains))
-        warmup = ProbeSettings(**{**asdict(settings), "steps": config.warmup_steps, "learning_rate": hp.learning_rate})
-        train_steps(module.model, datamodule.train_dataset(weights=uniform, seed=settings.seed), warmup)
-    return compute_mixture(config, module.model, datamodule, textset, target, settings, main_steps)
+
+
+def _predict(A, t, weights: np.ndarray, step_ratio: float, mean_bytes: float) -> float:
+    """The linear model's vector distance after the main run: mean((t - g A w)^2) / 2, in bits/byte."""
+    return to_bits_per_byte(((t - step_ratio * (A @ torch.from_numpy(weights))) ** 2).mean().item() / 2, mean_bytes)
+
+
+def _provenance(config: MixtureConfig, ctx: ProbeContext, domain_settings, candidate_settings, step_ratio) -> dict:
+    """What determined these weights, with the target and text set as the user named them."""
+    return {
+        "base_fingerprint": ctx.fingerprint,
+        "target": config.target,
+        "textset": config.textset,
+        "textset_hash": ctx.textset.hash,
+        "n_texts": len(ctx.textset),
+        "data_key": ctx.datamodule.data.manifest["key"],
+        "probe": asdict(domain_settings),
+        "candidate_probe": asdict(candidate_settings) if config.selection == "measured" else None,
+        "step_ratio": step_ratio,
+        "smoothing": config.smoothing,
+        "prior": config.prior,
+        "selection": config.selection,
+    }
+
+
+# -- inputs from the run ------------------------------------------------------------------------
+
+def load_target(config: MixtureConfig, textset: TextSet, tokenizer_id: str) -> Target:
+    """The target's vector on the text set (cached), and whether exact KL to it can be measured."""
+    if config.target is None:
+        raise MixalignError("mixture.target is not set: name the target model (checkpoint, HF directory or .npz)")
+    vector = model_vector(config.target, textset, config.cache_dir, config.max_batch_tokens)
+    exact = not str(config.target).endswith(".npz") and shared_model(str(config.target), "cpu").tokenizer_id == tokenizer_id
+    return Target(str(config.target), vector, exact)
+
+
+def probe_settings(config: MixtureConfig, hp, datamodule, grad_clip: float | None,
+                   max_steps: int) -> tuple[ProbeSettings, ProbeSettings]:
+    """(domain probes: constant rate; candidates: the main run's warm-up and decay, compressed)."""
+    peak = config.probe_learning_rate or hp.learning_rate
+    domain = ProbeSettings(steps=config.probe_steps, learning_rate=peak, weight_decay=hp.weight_decay,
+                           betas=tuple(hp.betas), batch_size=datamodule.batch_size, block_size=datamodule.block_size,
+                           grad_clip=grad_clip, seed=config.seed)
+    return domain, ProbeSettings(**{**asdict(domain), "decay_to": peak * hp.min_lr / hp.learning_rate,
+                                    "warmup_steps": max(1, round(config.probe_steps * hp.warmup_steps / max_steps))})
+
+
+def step_ratio(hp, begin: int, end: int, max_steps: int, settings: ProbeSettings) -> float:
+    """How many domain-probe lengths the main run travels over [begin, end), by summed learning rate."""
+    decay = hp.lr_decay_steps or max_steps
+    main = sum(lr_at(s, hp.learning_rate, hp.min_lr, hp.warmup_steps, decay) for s in range(begin, end))
+    return main / (settings.steps * settings.learning_rate)
+
+
+def align(config: MixtureConfig, module, datamodule, begin: int, end: int, max_steps: int,
+          grad_clip: float | None, device: str = "cpu", autocast: str | None = None) -> MixtureResult:
+    """The method from the model's current weights, for the round [begin, end) of a run of max_steps.
+
+    `module` is the `NanoGPTModule` being trained (its optimizer settings are the probes'), so
+    `mixalign weights` and `fit` compute identical weights from identical configs.
+    """
+    datamodule.setup("fit")
+    textset = load_textset(resolve_textset(config.textset))
+    textset = subset_textset(textset, config.n_texts) if config.n_texts else textset
+    datamodule.check_heldout(textset)
+    target = load_target(config, textset, datamodule.tokenizer_id)
+    domain, candidate = probe_settings(config, module.hparams, datamodule, grad_clip, max_steps)
+    ctx = ProbeContext(module.model, datamodule, textset, target, Path(config.cache_dir), config.max_batch_tokens,
+                       device, autocast)
+    return compute_mixture(config, ctx, domain, candidate, step_ratio(module.hparams, begin, end, max_steps, domain))
 
 
 def write_weights(result: MixtureResult, path: str | Path) -> Path:
-    """Weights + diagnostics + provenance as YAML, and a bar chart PNG beside it; both atomic."""
+    """Weights + diagnostics + candidates + provenance as YAML, and a bar chart PNG beside it; both atomic."""
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(result.to_dict(), sort_keys=False), encoding="utf-8")
     png = path.with_suffix(".png")
-    _bar_chart(result, png)
+    from mixalign.mixture.plots import bar_chart
+
+    bar_chart(result, png)
     return png
 
 
-def _bar_chart(result: MixtureResult, png: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from mixalign.llvec.plots import save_figure
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 0.4 * len(result.domains) + 1.5), sharey=True)
-    y = np.arange(len(result.domains))
-    left.barh(y, result.weights, color="C0")
-    left.set_yticks(y, result.domains)
-    left.set_xlabel("weight")
-    left.set_title("domain weights")
-    right.barh(y, result.domain_cosines, color=["C2" if c > 0 else "C3" for c in result.domain_cosines])
-    right.axvline(0, color="0.5", lw=0.8)
-    right.set_xlabel("cos(Delta_k, t)")
-    right.set_title(f"alignment with the target (mixture: {result.mixture_cosine:.3f})")
-    left.invert_yaxis()
-    save_figure(figure, png)
-    plt.close(figure)

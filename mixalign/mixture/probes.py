@@ -1,33 +1,53 @@
-"""Probes (SPEC section 3, step 2): short runs from the base on one domain each.
+"""Probes (SPEC section 3, step 2): short runs from the base on one domain (or one mixture) each.
 
-Each probe trains a copy of the base for S steps on its domain alone and scores the result on the
-text set; the probe's move in log-likelihood space, Delta_k = c(l(theta_k) - l(base)), is one
-column of A. Every probe's vector is cached on disk under a key of everything that determines
-it, so an interrupted computation resumes with the probes already done, and a re-run with the
-same inputs trains nothing.
+Each probe trains a copy of the base for S steps on its weights and scores the result on the text
+set; the probe's move in log-likelihood space, Delta_k = c(l(theta_k) - l(base)), is one column of A.
+When the target is a model sharing the tokenizer, the probe's exact KL to the target is measured
+too. Every probe's results are cached on disk under a key of everything that determines them, so
+an interrupted computation resumes with the probes already done, and a re-run trains nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mixalign.data.sampling import MixtureBatches
+from mixalign.errors import DataError
+from mixalign.io import atomic_path
+from mixalign.llvec.models import shared_model
 from mixalign.llvec.scoring import score_gpt
 from mixalign.llvec.textset import TextSet
-from mixalign.llvec.vectors import LogLikelihoodVector, load_vector, save_vector, vector_from_scores
-from mixalign.model.module import param_groups
+from mixalign.llvec.token_kl import TokenKL, exact_token_kl
+from mixalign.llvec.vectors import (
+    LogLikelihoodVector,
+    load_vector,
+    save_vector,
+    vector_from_scores,
+)
+from mixalign.model.module import lr_at, param_groups
 from mixalign.model.nanogpt import GPT, GPTConfig
+from mixalign.progress import Progress
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
+    """How every probe trains: the main run's optimizer, S steps, and a learning-rate shape.
+
+    decay_to: None keeps the learning rate constant (the domain probes: each measures a direction);
+    a rate makes the probe a main run in miniature, warm-up then cosine decay to that rate, so it
+    ends cooled down as the main run will (the candidate mixtures: each measures where it ends).
+    """
+
     steps: int
     learning_rate: float
     weight_decay: float
@@ -36,24 +56,40 @@ class ProbeSettings:
     block_size: int
     grad_clip: float | None
     seed: int
+    decay_to: float | None = None
+    warmup_steps: int = 0
 
     def __post_init__(self):
-        if self.steps <= 0:
-            raise ValueError(f"mixture.probe_steps must be positive, got {self.steps}")
+        if self.steps < 0:  # 0: the base itself, measured like a probe
+            raise DataError(f"mixture.probe_steps must be positive, got {self.steps}")
         if self.learning_rate <= 0:
-            raise ValueError(f"mixture.probe_learning_rate must be positive, got {self.learning_rate}")
+            raise DataError(f"mixture.probe_learning_rate must be positive, got {self.learning_rate}")
+
+    def lr(self, step: int) -> float:
+        if self.decay_to is None:
+            return self.learning_rate
+        return lr_at(step, self.learning_rate, self.decay_to, self.warmup_steps, self.steps)
 
 
-def train_steps(model: GPT, batches: MixtureBatches, settings: ProbeSettings) -> GPT:
-    """`settings.steps` AdamW steps at a constant learning rate, as the main run's optimizer would take."""
-    optimizer = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=tuple(settings.betas)
-    )
+def _autocast(device: torch.device, dtype: str | None):
+    """The main run's mixed precision (bf16 on a bf16 GPU), or nothing."""
+    return torch.autocast(device.type, dtype=getattr(torch, dtype)) if dtype else contextlib.nullcontext()
+
+
+def train_steps(model: GPT, batches: MixtureBatches, settings: ProbeSettings, autocast: str | None = None) -> GPT:
+    """`settings.steps` AdamW steps on the model's device, as the main run's optimizer would take."""
     device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(
+        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=tuple(settings.betas),
+        fused=device.type == "cuda" or None,
+    )
     model.train()
     for index in range(settings.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr(index)
         batch = batches.batch(index)
-        loss = -model.token_logprobs(batch["input"].to(device), batch["target"].to(device)).mean()
+        with _autocast(device, autocast):
+            loss = -model.token_logprobs(batch["input"].to(device), batch["target"].to(device)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip:
@@ -66,7 +102,7 @@ def train_steps(model: GPT, batches: MixtureBatches, settings: ProbeSettings) ->
 class ProbeJob:
     """Everything one probe needs, picklable so probes can run in worker processes."""
 
-    name: str  # domain name, or "mixture" for the linearity check
+    name: str  # domain name, or a candidate mixture's name
     config: GPTConfig
     base_state: dict
     batches: MixtureBatches  # the probe's domain (or mixture) weights; pickles without token arrays
@@ -74,42 +110,89 @@ class ProbeJob:
     textset: TextSet
     settings: ProbeSettings
     max_batch_tokens: int | None
-    path: Path
+    path: Path  # the cached vector; the exact KL sits beside it
+    target: str | None = None  # a target model sharing the tokenizer: measure the probe's exact KL to it
+    device: str = "cpu"
+    autocast: str | None = None  # "bfloat16" where the main run trains in bf16-mixed
+
+    @property
+    def exact_path(self) -> Path:
+        return self.path.with_name(self.path.name.removesuffix(".npz") + ".exact.npz")
+
+    @property
+    def done(self) -> bool:
+        return self.path.exists() and (self.target is None or self.exact_path.exists())
 
 
-def run_probe(job: ProbeJob) -> LogLikelihoodVector:
-    if job.path.exists():
-        return load_vector(job.path)
+@dataclass
+class ProbeResult:
+    vector: LogLikelihoodVector
+    exact: TokenKL | None  # a_to_b: probe -> target, b_to_a: target -> probe
+
+
+def _save_exact(kl: TokenKL, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        np.savez(tmp, a_to_b=kl.a_to_b, b_to_a=kl.b_to_a, positions=kl.positions)
+
+
+def _load_exact(path: Path) -> TokenKL:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return TokenKL(z["a_to_b"], z["b_to_a"], z["positions"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: unreadable cached probe KL ({exc}); delete it to measure again") from None
+
+
+def run_probe(job: ProbeJob) -> ProbeResult:
+    if job.done:
+        return ProbeResult(load_vector(job.path), _load_exact(job.exact_path) if job.target else None)
+    device = torch.device(job.device)
     model = GPT(job.config)
     model.load_state_dict(job.base_state)
-    train_steps(model, job.batches, job.settings)
-    result = score_gpt(model, job.token_ids, job.max_batch_tokens)
-    vector = vector_from_scores(
-        result, job.textset, f"probe {job.name}, {job.settings.steps} steps",
-        meta={"probe": job.name, "settings": asdict(job.settings)},
-    )
-    save_vector(vector, job.path)
-    return vector
+    train_steps(model.to(device), job.batches, job.settings, job.autocast)
+    with _autocast(device, job.autocast):
+        vector = vector_from_scores(
+            score_gpt(model, job.token_ids, job.max_batch_tokens), job.textset,
+            f"probe {job.name}, {job.settings.steps} steps", meta={"probe": job.name, "settings": asdict(job.settings)},
+        )
+        exact = None
+        if job.target:
+            target = shared_model(job.target, job.device)
+            exact = exact_token_kl(model.next_token_logprobs, target.distribution_fn, job.token_ids,
+                                   min(job.config.block_size, target.context), target.vocab_size,
+                                   max_batch_tokens=job.max_batch_tokens, device=device)
+            _save_exact(exact, job.exact_path)
+    save_vector(vector, job.path)  # last: a cached vector means the whole probe is done
+    return ProbeResult(vector, exact)
 
 
-def _run_probe_in_worker(job_and_threads: tuple[ProbeJob, int]) -> LogLikelihoodVector:
+def _run_probe_in_worker(job_and_threads: tuple[ProbeJob, int]) -> None:
     job, threads = job_and_threads
     torch.set_num_threads(threads)
-    return run_probe(job)
+    run_probe(job)
 
 
-def run_probes(jobs: list[ProbeJob], processes: int = 1) -> list[LogLikelihoodVector]:
+def run_probes(jobs: list[ProbeJob], processes: int = 1, progress: str | None = "probes") -> list[ProbeResult]:
     """Run probes (cached ones are just loaded), in `processes` worker processes when > 1."""
-    pending = [job for job in jobs if not job.path.exists()]
+    pending = [job for job in jobs if not job.done]
+    report = Progress(progress if pending else None, total=len(pending), unit="trained")
     if processes > 1 and len(pending) > 1:
         threads = max(1, (os.cpu_count() or 1) // processes)
         with multiprocessing.get_context("spawn").Pool(min(processes, len(pending))) as pool:
-            pool.map(_run_probe_in_worker, [(job, threads) for job in pending])
-    return [run_probe(job) for job in jobs]
+            for _ in pool.imap_unordered(_run_probe_in_worker, [(job, threads) for job in pending]):
+                report.advance()
+    results = []
+    for job in jobs:
+        fresh = not job.done
+        results.append(run_probe(job))
+        if fresh:
+            report.advance()
+    report.close()
+    return results
 
 
 def probe_key(**parts) -> str:
-    """Cache key of a probe: a hash of everything that determines its vector."""
+    """Cache key of a probe: a hash of everything that determines its results."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

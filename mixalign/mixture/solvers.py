@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mixalign.errors import MixalignError
 from mixalign.llvec.estimators import centre, to_bits_per_byte
 
 
@@ -186,7 +187,7 @@ def diagnose(A, t, w, step_ratio: float, mean_bytes: float) -> Diagnostics:
     """Cosines, reachability and predicted KL for weights w (SPEC section 3, step 4)."""
     A, t = _directions(A, t)
     if t.norm() == 0:
-        raise ValueError("t is zero: base and target give the same centred log-likelihoods")
+        raise MixalignError("t is zero: base and target give the same centred log-likelihoods")
     w = _as_weights("w", w, size=A.shape[1])
     g = _check_step_ratio(step_ratio)
     v_star = _active_set(A.T @ A, A.T @ t, on_simplex=False)

@@ -1,0 +1,100 @@
+"""`AlignedMixture`: the `mixture:` section, computing each round's domain weights inside the run.
+
+With `data.weights: aligned`, round 0's mixture is computed when training starts (after the
+from-scratch warm-up, if any), and each later round's when it begins, from the model as it is
+then; the data module trains on it from exactly that step. The weights, diagnostics and every
+measured candidate are printed, written into the run directory (`mixture/round-<r>.yaml` and
+`.png`) and logged to TensorBoard; resuming from a checkpoint keeps the mixtures already computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from mixalign.errors import MixalignError
+from mixalign.mixture.aligned import MixtureConfig, MixtureResult, align, write_weights
+from mixalign.mixture.rounds import round_end, round_starts
+
+AUTOCAST = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}
+
+
+class AlignedMixture(MixtureConfig, L.Callback):
+    """Compute the mixture toward `target` at the start of every round (see `MixtureConfig`)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.summaries: dict[int, dict] = {}  # round start -> its YAML content, kept in checkpoints
+        self.starts: list[int] = []
+
+    @property
+    def state_key(self) -> str:
+        return "AlignedMixture"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if stage != "fit" or not datamodule.aligned:
+            if self.target and stage == "fit":
+                rank_zero_info(f"mixture: data.weights is {datamodule.weights_spec!r}, so no mixture is computed; "
+                               f"mixture.target ({self.target}) is the target of the distance monitor only")
+            return
+        if self.target is None:
+            raise MixalignError("data.weights is 'aligned' but mixture.target is not set: name the target model")
+        self.starts = round_starts(trainer.max_steps, self.rounds, self.warmup_steps)
+        if self.warmup_steps and not datamodule.schedule.has(0):
+            datamodule.set_weights(0, "uniform")  # the from-scratch warm-up: real steps of this run
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._begin_round(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._begin_round(trainer, pl_module)  # global_step has just become the next step's
+
+    def _begin_round(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step, datamodule = trainer.global_step, trainer.datamodule
+        if step not in self.starts or datamodule.schedule.has(step):
+            return
+        result = align(self, pl_module, datamodule, step, round_end(self.starts, step, trainer.max_steps),
+                       trainer.max_steps, trainer.gradient_clip_val, device=str(pl_module.device),
+                       autocast=AUTOCAST.get(str(trainer.precision)))  # probes copy the model: it is untouched
+        datamodule.set_weights(step, dict(zip(result.domains, result.weights)))
+        self.summaries[step] = result.to_dict()
+        self._report(trainer, result, self.starts.index(step), step)
+
+    def _report(self, trainer: L.Trainer, result: MixtureResult, round_index: int, step: int) -> None:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        if not trainer.is_global_zero:
+            return
+        print(f"\nmixture for round {round_index} (from step {step}):\n{result.table()}\n", flush=True)
+        if log_dir:
+            write_weights(result, Path(log_dir) / "mixture" / f"round-{round_index}.yaml")
+        logger = trainer.logger
+        if logger is None:
+            return
+        scalars = {f"mixture/weight/{d}": float(w) for d, w in zip(result.domains, result.weights)}
+        for c in result.candidates:
+            scalars[f"mixture/candidate/{c.name}/llvec_distance"] = c.llvec
+            if c.exact_to_target is not None:
+                scalars[f"mixture/candidate/{c.name}/exact_kl_to_target"] = c.exact_to_target
+        logger.log_metrics(scalars, step)
+        if isinstance(logger, TensorBoardLogger):
+            text = "    " + result.table().replace("\n", "\n    ")
+            logger.experiment.add_text("mixture/diagnostics", f"round {round_index}\n\n{text}", step)
+
+    def summary(self) -> str:
+        """Which mixture the run trained on, per round, in words (for the end-of-fit summary)."""
+        parts = []
+        for step, content in sorted(self.summaries.items()):
+            selection = content["diagnostics"]["selection"]
+            why = f" ({selection['reason']})" if selection else " (the solver's, as solved)"
+            parts.append(f"from step {step}: {content['chosen']}{why}")
+        return "; ".join(parts)
+
+    def state_dict(self) -> dict:
+        return {"summaries": self.summaries}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.summaries = {int(k): v for k, v in state_dict.get("summaries", {}).items()}

@@ -1,0 +1,113 @@
+"""The measured selection and the weight schedule: pure functions, no training."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mixalign.errors import MixalignError
+from mixalign.mixture.rounds import WeightSchedule, round_end, round_starts
+from mixalign.mixture.selection import Measured, candidate_mixtures, paired_difference, select
+from mixalign.model.module import lr_at, param_groups
+from mixalign.model.nanogpt import GPT, GPTConfig
+
+
+def measured(name: str, terms, weights=None) -> Measured:
+    return Measured(name, np.asarray(weights if weights is not None else [0.5, 0.5]), np.asarray(terms, dtype=float))
+
+
+def test_candidates_hold_the_solution_its_shrinkages_uniform_and_natural():
+    solution, natural = np.array([1.0, 0.0, 0.0, 0.0]), np.array([4.0, 2.0, 1.0, 1.0])
+    c = candidate_mixtures(solution, natural)
+    assert list(c) == ["uniform", "natural", "solution", "shrink 0.25", "shrink 0.50", "shrink 0.75"]
+    assert np.allclose(c["natural"], natural / 8) and np.allclose(c["shrink 0.50"], [0.625, 0.125, 0.125, 0.125])
+    assert all(math.isclose(w.sum(), 1.0) for w in c.values())
+
+
+def test_a_uniform_solution_is_measured_once():
+    c = candidate_mixtures(np.full(4, 0.25), np.ones(4))
+    assert list(c) == ["uniform"]  # natural == uniform here too, and every shrinkage of uniform is uniform
+
+
+def test_paired_difference_cancels_what_the_texts_share():
+    rng = np.random.default_rng(0)
+    shared = rng.gamma(2.0, 1.0, 400)  # text difficulty: large, common to both
+    a, b = measured("a", shared + 0.01), measured("b", shared + rng.normal(0, 0.001, 400))
+    diff, se = paired_difference(a, b)
+    assert diff == pytest.approx(0.01, abs=0.0005) and se < 1e-4 < shared.std() / 20
+
+
+def test_the_synthetic_bad_case_keeps_uniform():
+    """The failure the selection exists for: the solver's sparse mixture is far worse than uniform."""
+    rng = np.random.default_rng(1)
+    base = rng.gamma(2.0, 0.01, 300)
+    cands = [measured("uniform", base), measured("solution", base * 2.0, [1, 0]), measured("shrink 0.50", base * 1.2)]
+    chosen = select(cands, "exact KL")
+    assert chosen.chosen == "uniform" and chosen.best == "uniform"
+
+
+def test_a_small_but_significant_gain_is_not_enough():
+    """3% below uniform at z >> 2: the probes' ranking of near-uniform mixtures does not survive a long run."""
+    rng = np.random.default_rng(2)
+    base = rng.gamma(2.0, 0.01, 300)
+    cands = [measured("uniform", base), measured("shrink 0.75", base * 0.97)]
+    s = select(cands, "exact KL")
+    assert s.chosen == "uniform" and s.best == "shrink 0.75" and -s.margin / s.margin_se > 10
+    assert "keeping uniform" in s.reason
+    assert select(cands, "exact KL", min_gain=0.02).chosen == "shrink 0.75"  # the threshold is what decides
+
+
+def test_a_large_significant_gain_is_kept_and_noise_is_not():
+    rng = np.random.default_rng(3)
+    base = rng.gamma(2.0, 0.01, 300)
+    clear = [measured("uniform", base), measured("solution", base * 0.7)]
+    assert select(clear, "exact KL").chosen == "solution"
+    noisy = [measured("uniform", base), measured("solution", base * 0.7 + rng.normal(0, 0.2, 300))]
+    s = select(noisy, "exact KL")
+    if s.best == "solution":  # lowest mean by luck, but far inside its standard error
+        assert s.chosen == "uniform"
+
+
+def test_selection_needs_uniform_as_reference():
+    with pytest.raises(ValueError, match="uniform"):
+        select([measured("solution", [1.0, 2.0])], "exact KL")
+
+
+def test_rounds_split_the_steps_after_the_warmup():
+    assert round_starts(100, 1) == [0]
+    assert round_starts(100, 4, warmup_steps=20) == [20, 40, 60, 80]
+    assert round_end([20, 40, 60, 80], 40, 100) == 60 and round_end([20, 40, 60, 80], 80, 100) == 100
+    for bad, message in (((0, 1), "max_steps"), ((100, 1, 100), "warmup_steps"), ((10, 11), "rounds")):
+        with pytest.raises(MixalignError, match=message):
+            round_starts(*bad)
+
+
+def test_weight_schedule_applies_each_entry_until_the_next_and_round_trips():
+    s = WeightSchedule(["a", "b"], {0: [0.5, 0.5], 30: [0.9, 0.1]})
+    assert s.at(0).tolist() == [0.5, 0.5] and s.at(29).tolist() == [0.5, 0.5] and s.at(30).tolist() == [0.9, 0.1]
+    again = WeightSchedule(["a", "b"])
+    again.load_state_dict(s.state_dict(), check=lambda w: [w["a"], w["b"]])
+    assert again.at(1000).tolist() == [0.9, 0.1] and again.has(30) and not again.has(29)
+    with pytest.raises(MixalignError, match="no domain weights for step 3"):
+        WeightSchedule(["a", "b"], {5: [1, 0]}).at(3)
+
+
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_the_floor():
+    assert lr_at(0, 1.0, 0.1, 10, 110) == pytest.approx(0.1) and lr_at(9, 1.0, 0.1, 10, 110) == pytest.approx(1.0)
+    assert lr_at(60, 1.0, 0.1, 10, 110) == pytest.approx(0.55)  # half way through the cosine
+    assert lr_at(110, 1.0, 0.1, 10, 110) == lr_at(500, 1.0, 0.1, 10, 110) == pytest.approx(0.1)
+    steps = [lr_at(s, 1.0, 0.1, 10, 110) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(steps, steps[1:]))
+
+
+def test_param_groups_decay_matrices_only():
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    decayed, plain = param_groups(model, 0.1)
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in plain["params"])
+    total = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for g in (decayed, plain) for p in g["params"]) == total
+    assert any(p is model.wte.weight for p in decayed["params"])  # tied with lm_head: listed once
+    assert len({id(p) for g in (decayed, plain) for p in g["params"]}) == len(decayed["params"]) + len(plain["params"])
