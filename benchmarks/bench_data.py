@@ -22,10 +22,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from _common import (  # noqa: E402
-    PILE_MODEL, PILE_OPTIM, RESULTS, SEED, add_run_arguments, median, peak_rss_mib, prepared_datamodule,
-    set_threads, table, write_result,
+    PILE_MODEL,
+    PILE_OPTIM,
+    RESULTS,
+    SEED,
+    add_run_arguments,
+    median,
+    peak_rss_mib,
+    prepared_datamodule,
+    set_threads,
+    table,
+    write_result,
 )
 
 
@@ -41,7 +49,7 @@ def training_rate(dm, steps: int) -> tuple[float, str]:
     torch.manual_seed(SEED)
     model = GPT(GPTConfig(**PILE_MODEL, vocab_size=dm.vocab_size))
     optimizer = torch.optim.AdamW(param_groups(model, PILE_OPTIM["weight_decay"]), lr=PILE_OPTIM["learning_rate"])
-    batches = dm.train_dataset()
+    batches = dm.train_dataset(dm.weights)
     start = None
     for i in range(steps + 3):
         if i == 3:
@@ -66,7 +74,7 @@ def main() -> None:
     set_threads(args.threads)
 
     dm = prepared_datamodule(args.cache_dir)
-    dataset = dm.train_dataset()
+    dataset = dm.train_dataset(dm.weights)
     dataset.batch(0)  # map the token files outside the timing
     rss_setup = peak_rss_mib()
 
@@ -77,10 +85,10 @@ def main() -> None:
             dataset.batch(i)
         direct.append(args.batches * dm.batch_size / (time.perf_counter() - start))
 
-        iterator = iter(dm._loader(dm.train_dataset(), batch_size=None))  # what train_dataloader() returns
+        iterator = iter(dm.train_dataloader())  # batch indices; the batch is made from each, as in training
         start = time.perf_counter()
         for _ in range(args.batches):
-            next(iterator)
+            dataset.batch(int(next(iterator)["index"]))
         loader.append(args.batches * dm.batch_size / (time.perf_counter() - start))
         print(f"repeat {r}: MixtureBatches.batch {direct[-1]:10.0f} samples/s   via DataLoader {loader[-1]:10.0f} samples/s", flush=True)
 

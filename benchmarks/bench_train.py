@@ -34,10 +34,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from _common import (  # noqa: E402
-    PILE_MODEL, PILE_OPTIM, PILE_TRAINER, RESULTS, SEED, add_run_arguments, median, peak_rss_mib,
-    prepared_datamodule, set_threads, table, write_result,
+    PILE_MODEL,
+    PILE_OPTIM,
+    PILE_TRAINER,
+    RESULTS,
+    SEED,
+    add_run_arguments,
+    median,
+    peak_rss_mib,
+    prepared_datamodule,
+    set_threads,
+    table,
+    write_result,
 )
 
 LR_DECAY_STEPS = 600  # pile.yaml's max_steps: the product's schedule
@@ -126,7 +135,7 @@ def worker_plain(args) -> dict:
     )
     if args.compile:
         model.compile()
-    batches = dm.train_dataset()
+    batches = dm.train_dataset(dm.weights)
     model.train()
     t0 = loss = None
     for index in range(args.warmup + args.steps):

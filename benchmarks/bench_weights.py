@@ -27,11 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from _common import (  # noqa: E402
-    PILE_MODEL, PILE_OPTIM, SEED, add_run_arguments, median, peak_rss_mib, prepared_datamodule, set_threads,
-    table, write_result,
+    PILE_MODEL,
+    PILE_OPTIM,
+    SEED,
+    add_run_arguments,
+    median,
+    peak_rss_mib,
+    prepared_datamodule,
+    set_threads,
+    table,
+    write_result,
 )
+
 from mixalign.llvec.scoring import score_gpt  # noqa: E402
 from mixalign.llvec.textset import load_textset, subset_textset  # noqa: E402
 from mixalign.mixture.probes import ProbeSettings, train_steps  # noqa: E402

@@ -24,9 +24,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.conftest import reported_metric, scalars  # noqa: E402  (the same readers the tests use)
-
 from mixalign.io import write_bytes_atomic  # noqa: E402
+from tests.conftest import reported_metric, scalars  # noqa: E402  (the same readers the tests use)
 
 TARGET_MIXTURE = yaml.safe_load((REPO / "configs" / "target.yaml").read_text())["data"]["weights"]
 METHODS = {
@@ -48,7 +47,7 @@ def run(method: str, seed: int, steps: int, out: Path) -> Path:
         "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(max(1, steps // 4)),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.default_root_dir", str(root), "--checkpoint.dirpath", str(root / "checkpoints"),
-        "--trainer.callbacks.n_texts", "300", "--mixture.cache_dir", str(out / "mixture_cache"),
+        "--kl.n_texts", "300", "--mixture.cache_dir", str(out / "mixture_cache"),
         *METHODS[method],
     ]
     subprocess.run(args, cwd=REPO, check=True, capture_output=True, text=True)
@@ -88,7 +87,7 @@ def main() -> None:
         for seed in range(1, args.seeds + 1):
             t0 = time.time()
             logged = scalars(run(method, seed, args.steps, out))
-            kl = logged["val/kl_to_target"]
+            kl = logged["val/llvec_distance"]
             losses = {d: logged[f"val/loss/{d}"][-1][1] for d in target_losses}
             results.setdefault(method, []).append({
                 "seed": seed,
