@@ -10,7 +10,8 @@ shipped); the base and the base after 200 uniform steps (pile.yaml's settings, n
 checkpoints 100 steps apart; and, if present, the shipped near target and the base.
 
     python benchmarks/calibration.py            # about 25 min on 2 CPU cores
-    python benchmarks/calibration.py --quick    # tiny sizes, seconds: the test runs this
+    python benchmarks/calibration.py --shipped  # only the shipped pairs, no training runs (minutes)
+    python benchmarks/calibration.py --quick    # tiny sizes, a smoke run
 
 Writes benchmarks/results/calibration.{json,md}; the full run also fills BENCHMARKS.md and README.md.
 """
@@ -60,6 +61,13 @@ def fit(out: Path, name: str, *overrides: str) -> Path:
     return root / "checkpoints"
 
 
+def shipped() -> dict[str, Path]:
+    models = {"target": CHECKPOINTS / "target.ckpt", "base": CHECKPOINTS / "base.ckpt"}
+    if (CHECKPOINTS / "near.ckpt").exists():
+        models["near target"] = CHECKPOINTS / "near.ckpt"
+    return models
+
+
 def checkpoints(out: Path, quick: bool, cache_dir: str) -> dict[str, Path]:
     """The models of the table: shipped ones and the runs this script trains."""
     step = STEP_QUICK if quick else STEP
@@ -69,13 +77,8 @@ def checkpoints(out: Path, quick: bool, cache_dir: str) -> dict[str, Path]:
                   "--checkpoint.every_n_train_steps", str(step), "--checkpoint.save_top_k", "-1", *small)
     main = fit(out, "main", "--data.cache_dir", cache_dir, *small,
                *(["--trainer.max_steps", "4", "--trainer.val_check_interval", "4"] if quick else []))
-    models = {"target": CHECKPOINTS / "target.ckpt", "base": CHECKPOINTS / "base.ckpt",
-              f"base +{step} uniform": next(uniform.glob(f"*step={step}.ckpt")),
-              f"base +{2 * step} uniform": next(uniform.glob(f"*step={2 * step}.ckpt")),
-              "main job": main / "last.ckpt"}
-    if (CHECKPOINTS / "near.ckpt").exists():
-        models["near target"] = CHECKPOINTS / "near.ckpt"
-    return models
+    return {**shipped(), f"base +{step} uniform": next(uniform.glob(f"*step={step}.ckpt")),
+            f"base +{2 * step} uniform": next(uniform.glob(f"*step={2 * step}.ckpt")), "main job": main / "last.ckpt"}
 
 
 def chunk_vectors(model, per_token: list[np.ndarray], textset, k: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -155,16 +158,17 @@ def main() -> None:
     parser.add_argument("--mc", type=int, default=512, help="Monte Carlo samples each way")
     parser.add_argument("--seed", type=int, default=1337, help="fixes the Monte Carlo samples")
     parser.add_argument("--out", default=str(RESULTS), help="results directory")
+    parser.add_argument("--shipped", action="store_true", help="only the shipped pairs: no training runs")
     args = parser.parse_args()
     set_threads(args.threads)
     out = Path(args.out)
     started = time.time()
-    models = checkpoints(out, args.quick, args.cache_dir)
+    models = shipped() if args.shipped else checkpoints(out, args.quick, args.cache_dir)
     step = STEP_QUICK if args.quick else STEP
     one, two = f"base +{step} uniform", f"base +{2 * step} uniform"
-    pairs = [("target", "base"), ("target", "main job"), ("base", two), (one, two)]
+    pairs = [("target", "base")] + ([] if args.shipped else [("target", "main job"), ("base", two), (one, two)])
     if "near target" in models:
-        pairs += [("near target", "base"), ("near target", "main job")]
+        pairs += [("near target", "base")] + ([] if args.shipped else [("near target", "main job")])
     textset = load_textset("demo")
     textset = subset_textset(textset, 40) if args.quick else textset
     mc = 8 if args.quick else args.mc
@@ -172,7 +176,10 @@ def main() -> None:
     full, short = report(rows, textset, mc)
     full += f"\n\nMachine: {machine()['cpu_model']}, {machine()['nproc']} cores; wall time {(time.time() - started) / 60:.0f} min."
     print(full)
-    write_result("calibration", {"rows": rows, "mc_samples": mc, "n_texts": len(textset)}, out)
+    if args.shipped:
+        full += ("\n\nOnly the shipped pair (`--shipped`); the rows with trained models come from the full run, "
+                 "`python benchmarks/calibration.py`.")
+    write_result("calibration", {"rows": rows, "mc_samples": mc, "n_texts": len(textset), "shipped_only": args.shipped}, out)
     write_bytes_atomic(out / "calibration.md", (full + "\n").encode())
     if not args.quick:
         replace_section(REPO / "BENCHMARKS.md", "CALIBRATION", full)

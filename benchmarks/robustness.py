@@ -24,6 +24,7 @@ per text, bits/byte) is compared with uniform's, paired over the texts. The gap 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -225,7 +226,11 @@ def main() -> None:
     parser.add_argument("--alphas", default="0.3,1,3,10")
     parser.add_argument("--seed", type=int, default=2026, help="draws the target mixtures")
     parser.add_argument("--write", action="store_true", help="fill BENCHMARKS.md's ROBUSTNESS section")
+    parser.add_argument("--render", action="store_true",
+                        help="no runs: fill BENCHMARKS.md's section from the saved results/robustness.json")
     args = parser.parse_args()
+    if args.render:
+        return publish(json.loads((RESULTS / "robustness.json").read_text()))
     set_threads(args.threads)
     if args.quick:
         args.targets, args.steps, args.n_texts = 2, 30, 64
@@ -250,7 +255,13 @@ def main() -> None:
     figure(rows, RESULTS / f"{name}.png")
     print(text)
     if args.write and not args.quick:
-        replace_section(REPO / "BENCHMARKS.md", "ROBUSTNESS", text + "\n\n![robustness](benchmarks/results/robustness.png)")
+        publish({"meta": meta, "summary": summary, "targets": rows})
+
+
+def publish(result: dict) -> None:
+    """BENCHMARKS.md's ROBUSTNESS section: the table and the figure of a full run."""
+    text = markdown(result["targets"], result["summary"], result["meta"])
+    replace_section(REPO / "BENCHMARKS.md", "ROBUSTNESS", text + "\n\n![robustness](benchmarks/results/robustness.png)")
 
 
 if __name__ == "__main__":
