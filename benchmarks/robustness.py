@@ -157,6 +157,25 @@ def run_target(bench: Bench, i: int, alpha: float, rng, work: Path, uniform_mode
     }
 
 
+def ranks(values) -> np.ndarray:
+    """Ranks with ties averaged (zero weights tie)."""
+    values = np.asarray(values, dtype=float)
+    order = np.argsort(values, kind="stable")
+    r = np.empty(len(values))
+    r[order] = np.arange(len(values), dtype=float)
+    for v in np.unique(values):
+        r[values == v] = r[values == v].mean()
+    return r
+
+
+def spearman(a: dict, b: dict) -> float:
+    """Rank correlation of two mixtures over the same domains (nan when one is constant, e.g. uniform)."""
+    ra, rb = ranks(list(a.values())), ranks([b[d] for d in a])
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def summarize(rows: list[dict]) -> dict:
     z = [r["recommended_minus_uniform"] / r["recommended_minus_uniform_se"] if r["recommended_minus_uniform_se"] > 0
          else 0.0 for r in rows]
@@ -180,15 +199,17 @@ def markdown(rows: list[dict], summary: dict, meta: dict) -> str:
         f"`python benchmarks/robustness.py --write`, {meta['minutes']:.0f} min on {meta['machine']['nproc']} cores "
         "(other jobs may have shared them).",
         "",
-        "| target | alpha | chosen | uniform | recommended | solver as solved | own mixture | rec. - uniform (SE) | gap closed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| target | alpha | chosen | uniform | recommended | solver as solved | own mixture | rec. - uniform (SE) | gap closed "
+        "| Spearman(solved, own) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         e = r["exact_kl"]
         closed = "-" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
         lines.append(f"| {r['target']} | {r['alpha']:g} | {r['chosen']} | {e['uniform']:.4f} | {e['recommended']:.4f} | "
                      f"{e['solver']:.4f} | {e['own']:.4f} | {r['recommended_minus_uniform']:+.4f} "
-                     f"({r['recommended_minus_uniform_se']:.4f}) | {closed} |")
+                     f"({r['recommended_minus_uniform_se']:.4f}) | {closed} | "
+                     f"{spearman(r['solved'], r['own_mixture']):.2f} |")
     mean = "-" if summary["mean_gap_closed"] is None else f"{summary['mean_gap_closed']:.0%}"
     pooled = "-" if summary["pooled_gap_closed"] is None else f"{summary['pooled_gap_closed']:.0%}"
     lines += ["", f"Recommended worse than uniform by more than 2 paired SEs: {summary['worse_than_uniform_beyond_2se']} "
