@@ -15,6 +15,7 @@ import yaml
 from conftest import REPO, mixalign, scalars, tiny, trained_probes
 
 from mixalign.data.prepare import _is_valid
+from mixalign.errors import MixalignError
 from mixalign.io import atomic_path
 from mixalign.model.checkpoint import gpt_from_checkpoint, read_checkpoint
 
@@ -197,3 +198,17 @@ def test_two_preparers_at_once_end_with_one_valid_cache(tmp_path, corpus):
     assert [run.wait() for run in runs] == [0, 0]
     entries = list((tmp_path / "cache").iterdir())
     assert len(entries) == 1 and _is_valid(entries[0], entries[0].name)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch ran-code",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "payload": _RunsCode()}, path)
+    with pytest.raises(MixalignError, match=r"evil.ckpt: refused: .* could run code"):
+        read_checkpoint(path)
+    assert not (tmp_path / "ran-code").exists()

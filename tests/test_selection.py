@@ -9,7 +9,12 @@ import pytest
 
 from mixalign.errors import MixalignError
 from mixalign.mixture.rounds import WeightSchedule, round_end, round_starts
-from mixalign.mixture.selection import Measured, candidate_mixtures, paired_difference, select
+from mixalign.mixture.selection import (
+    Measured,
+    candidate_mixtures,
+    paired_difference,
+    select,
+)
 from mixalign.model.module import lr_at, param_groups
 from mixalign.model.nanogpt import GPT, GPTConfig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -14,11 +15,15 @@ GPT_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias",
 
 
 def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's dict, loaded with `weights_only=True`: a file a user names never runs code."""
     path = Path(path)
     if not path.is_file():
         raise MixalignError(f"checkpoint {str(path)!r} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise MixalignError(f"{path}: refused: the checkpoint holds objects other than tensors and plain "
+                            f"values, and loading it could run code ({str(exc).splitlines()[0]})") from None
     except Exception as exc:
         raise MixalignError(f"{path}: cannot load checkpoint (truncated or corrupt, or not a PyTorch file): {exc}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
