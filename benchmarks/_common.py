@@ -32,6 +32,15 @@ PILE_TRAINER = dict(log_every_n_steps=10, gradient_clip_val=1.0, precision="32-t
 SEED = 1337
 
 
+def logged_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar a run logged to TensorBoard: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def add_run_arguments(parser, quick_help: str) -> None:
     """--threads, --cache-dir and --quick: the options every data-backed benchmark takes."""
     parser.add_argument("--threads", type=int, default=1,

@@ -24,8 +24,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks._common import logged_scalars  # noqa: E402
 from mixalign.io import write_bytes_atomic  # noqa: E402
-from tests.conftest import reported_metric, scalars  # noqa: E402  (the same readers the tests use)
 
 TARGET_MIXTURE = yaml.safe_load((REPO / "configs" / "target.yaml").read_text())["data"]["weights"]
 METHODS = {
@@ -54,16 +54,18 @@ def run(method: str, seed: int, steps: int, out: Path) -> Path:
     return sorted(root.glob("lightning_logs/version_*"))[-1]
 
 
-def target_domain_losses() -> dict[str, float]:
-    """The target's validation loss per domain on the students' windows (block 128)."""
-    out = subprocess.run(
+def target_domain_losses(out: Path) -> dict[str, float]:
+    """The target's validation loss per domain on the students' windows (block 128), as logged."""
+    root = out / "runs" / "target-validate"
+    subprocess.run(
         [sys.executable, "-m", "mixalign", "validate", "--config", str(REPO / "configs" / "target.yaml"),
          "--data.block_size", "128", "--ckpt_path", str(REPO / "checkpoints" / "target.ckpt"),
-         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"],
+         "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"],
         cwd=REPO, check=True, capture_output=True, text=True,
-    ).stdout
+    )
+    logged = logged_scalars(sorted(root.glob("lightning_logs/version_*"))[-1])
     domains = yaml.safe_load((REPO / "configs" / "target.yaml").read_text())["data"]["weights"]
-    return {d: reported_metric(out, f"val/loss/{d}") for d in domains}
+    return {d: logged[f"val/loss/{d}"][-1][1] for d in domains}
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -81,12 +83,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     started = time.time()
-    target_losses = target_domain_losses()
+    target_losses = target_domain_losses(out)
     results: dict[str, list[dict]] = {}
     for method in args.methods:
         for seed in range(1, args.seeds + 1):
             t0 = time.time()
-            logged = scalars(run(method, seed, args.steps, out))
+            logged = logged_scalars(run(method, seed, args.steps, out))
             kl = logged["val/llvec_distance"]
             losses = {d: logged[f"val/loss/{d}"][-1][1] for d in target_losses}
             results.setdefault(method, []).append({

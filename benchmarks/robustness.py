@@ -113,6 +113,12 @@ class Bench:
         kl = exact_kl_between(model_from_gpt(model, target.tokenizer, "main run"), target, self.textset)
         return (kl.a_to_b + kl.b_to_a) / 2 / (self.textset.mean_bytes * LN2)
 
+    def llvec_terms(self, model: GPT, target) -> np.ndarray:
+        """Per-text terms of the log-likelihood-vector distance (their mean is the distance, bits/byte)."""
+        values = model_from_gpt(model, target.tokenizer, "main run").score(self.textset).values
+        d = values - target.score(self.textset).values
+        return (d - d.mean()) ** 2 / 2 / (self.textset.mean_bytes * LN2)
+
     def recommend(self, target_path: Path, cache: Path):
         mixture = self.config["mixture"]
         config = MixtureConfig(**{**mixture, "target": str(target_path), "n_texts": len(self.textset.texts),
@@ -141,8 +147,10 @@ def run_target(bench: Bench, i: int, alpha: float, rng, work: Path, uniform_mode
         trained[name] = (weights, same or bench.train(weights, MAIN_SEED))  # one run per distinct mixture
     runs = {name: model for name, (_, model) in trained.items()}
     terms = {name: bench.exact_terms(model, target) for name, model in runs.items()}
+    llvec = {name: float(bench.llvec_terms(model, target).mean()) for name, model in runs.items()}
     diff, se = paired(terms["recommended"], terms["uniform"])
-    gap = float(terms["uniform"].mean() - terms["own"].mean())
+    gap, gap_se = paired(terms["uniform"], terms["own"])
+    llvec_gap = llvec["uniform"] - llvec["own"]
     return {
         "target": i, "alpha": alpha, "own_mixture": dict(zip(domains, own.round(4).tolist())),
         "chosen": result.chosen, "selection_reason": result.selection.reason if result.selection else None,
@@ -151,8 +159,10 @@ def run_target(bench: Bench, i: int, alpha: float, rng, work: Path, uniform_mode
         "exact_kl": {name: float(t.mean()) for name, t in terms.items()},
         "recommended_minus_uniform": diff, "recommended_minus_uniform_se": se,
         "solver_minus_uniform": paired(terms["solver"], terms["uniform"])[0],
-        "gap_uniform_minus_own": gap,
+        "gap_uniform_minus_own": gap, "gap_se": gap_se,
         "gap_closed": (-diff / gap) if gap > 0 else None,
+        "llvec": llvec,
+        "llvec_gap_closed": (llvec["uniform"] - llvec["recommended"]) / llvec_gap if llvec_gap > 0 else None,
         "candidates": [{k: v for k, v in asdict(c).items() if k != "weights"} for c in result.candidates],
     }
 
@@ -180,12 +190,17 @@ def summarize(rows: list[dict]) -> dict:
     z = [r["recommended_minus_uniform"] / r["recommended_minus_uniform_se"] if r["recommended_minus_uniform_se"] > 0
          else 0.0 for r in rows]
     closed = [r["gap_closed"] for r in rows if r["gap_closed"] is not None]
+    measurable = [r["gap_closed"] for r in rows if r["gap_uniform_minus_own"] > 2 * r["gap_se"]]
+    llvec_closed = [r["llvec_gap_closed"] for r in rows if r["llvec_gap_closed"] is not None]
     gaps = sum(r["gap_uniform_minus_own"] for r in rows if r["gap_uniform_minus_own"] > 0)
     return {
         "targets": len(rows),
         "worse_than_uniform_beyond_2se": sum(v > 2 for v in z),
         "worst_z_vs_uniform": max(z),
         "mean_gap_closed": float(np.mean(closed)) if closed else None,
+        "targets_with_measurable_gap": len(measurable),
+        "mean_gap_closed_where_measurable": float(np.mean(measurable)) if measurable else None,
+        "mean_llvec_gap_closed": float(np.mean(llvec_closed)) if llvec_closed else None,
         "pooled_gap_closed": (sum(-r["recommended_minus_uniform"] for r in rows if r["gap_uniform_minus_own"] > 0) / gaps
                               if gaps > 0 else None),
         "solver_worse_than_uniform": sum(r["solver_minus_uniform"] > 0 for r in rows),
@@ -199,22 +214,25 @@ def markdown(rows: list[dict], summary: dict, meta: dict) -> str:
         f"`python benchmarks/robustness.py --write`, {meta['minutes']:.0f} min on {meta['machine']['nproc']} cores "
         "(other jobs may have shared them).",
         "",
-        "| target | alpha | chosen | uniform | recommended | solver as solved | own mixture | rec. - uniform (SE) | gap closed "
-        "| Spearman(solved, own) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| target | alpha | chosen | uniform | recommended | solver as solved | own mixture | rec. - uniform (SE) "
+        "| gap uniform - own (SE) | gap closed | gap closed, vector distance | Spearman(recommended, own) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    percent = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
     for r in rows:
         e = r["exact_kl"]
-        closed = "-" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
         lines.append(f"| {r['target']} | {r['alpha']:g} | {r['chosen']} | {e['uniform']:.4f} | {e['recommended']:.4f} | "
                      f"{e['solver']:.4f} | {e['own']:.4f} | {r['recommended_minus_uniform']:+.4f} "
-                     f"({r['recommended_minus_uniform_se']:.4f}) | {closed} | "
-                     f"{spearman(r['solved'], r['own_mixture']):.2f} |")
-    mean = "-" if summary["mean_gap_closed"] is None else f"{summary['mean_gap_closed']:.0%}"
-    pooled = "-" if summary["pooled_gap_closed"] is None else f"{summary['pooled_gap_closed']:.0%}"
+                     f"({r['recommended_minus_uniform_se']:.4f}) | {r['gap_uniform_minus_own']:.4f} ({r['gap_se']:.4f}) | "
+                     f"{percent(r['gap_closed'])} | {percent(r['llvec_gap_closed'])} | "
+                     f"{spearman(r['recommended'], r['own_mixture']):.2f} |")
     lines += ["", f"Recommended worse than uniform by more than 2 paired SEs: {summary['worse_than_uniform_beyond_2se']} "
-              f"of {summary['targets']} (worst z {summary['worst_z_vs_uniform']:+.1f}). Gap to the own mixture closed: "
-              f"mean {mean}, pooled {pooled}. The solver's mixture as solved (no selection) was worse than uniform on "
+              f"of {summary['targets']} (worst z {summary['worst_z_vs_uniform']:+.1f}). Gap to the own mixture closed, "
+              f"exact KL: mean {percent(summary['mean_gap_closed'])} over all targets, "
+              f"{percent(summary['mean_gap_closed_where_measurable'])} over the "
+              f"{summary['targets_with_measurable_gap']} whose gap exceeds 2 paired SEs, pooled "
+              f"{percent(summary['pooled_gap_closed'])}; vector distance: mean {percent(summary['mean_llvec_gap_closed'])}. "
+              f"The solver's mixture as solved (no selection) was worse than uniform on "
               f"{summary['solver_worse_than_uniform']} of {summary['targets']}."]
     return "\n".join(lines)
 
@@ -260,16 +278,17 @@ def main() -> None:
     alphas = [float(a) for a in args.alphas.split(",")]
     rng = np.random.default_rng(args.seed)
     rows = []
+    name = "robustness-quick" if args.quick else "robustness"
     with tempfile.TemporaryDirectory(prefix="mixalign-robustness-") as work:
         uniform_model = bench.train(np.full(len(bench.dm.domains), 1 / len(bench.dm.domains)), MAIN_SEED)
         for i in range(args.targets):
             rows.append(run_target(bench, i, alphas[i % len(alphas)], rng, Path(work), uniform_model))
             print(f"target {i}: {rows[-1]['chosen']} {rows[-1]['exact_kl']}", flush=True)
+            meta = {"steps": args.steps, "n_texts": args.n_texts, "alphas": alphas, "seed": args.seed,
+                    "minutes": (time.time() - start) / 60, "machine": machine(), "quick": args.quick,
+                    "complete": i + 1 == args.targets}
+            write_result(name, {"meta": meta, "summary": summarize(rows), "targets": rows})  # after every target
     summary = summarize(rows)
-    meta = {"steps": args.steps, "n_texts": args.n_texts, "alphas": alphas, "seed": args.seed,
-            "minutes": (time.time() - start) / 60, "machine": machine(), "quick": args.quick}
-    name = "robustness-quick" if args.quick else "robustness"
-    write_result(name, {"meta": meta, "summary": summary, "targets": rows})
     text = markdown(rows, summary, meta)
     with atomic_path(RESULTS / f"{name}.md") as tmp:
         tmp.write_text(text + "\n")

@@ -15,11 +15,19 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mixalign.data.datamodule import PileMixtureDataModule
+from mixalign.errors import MixalignError
 from mixalign.io import write_bytes_atomic
 from mixalign.llvec.compare import Measured, pair_distances
 from mixalign.llvec.models import load_model
+from mixalign.llvec.montecarlo import sample_sequences
 from mixalign.llvec.plots import save_model_map
-from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset
+from mixalign.llvec.textset import (
+    build_textset,
+    load_textset,
+    resolve_textset,
+    save_textset,
+    subset_textset,
+)
 from mixalign.llvec.vectors import (
     check_same_textset,
     load_vector,
@@ -68,6 +76,34 @@ def prepare_main(args: list[str]) -> None:
         train, val = splits["train"], splits["val"]
         print(f"{domain:<24} {train['documents']:>10} {train['tokens']:>13} {val['documents']:>9} {val['tokens']:>11}")
     print(f"tokenizer: {manifest['tokenizer']['spec']}, token dtype: {manifest['dtype']}")
+
+
+FEW_TEXTS = 20  # below this many texts a domain's per-domain figures and its own weight are noise
+
+
+def textset_main(args: list[str]) -> None:
+    """A text set from the config's data with the papers' protocol: chunks of documents held out of
+    training (data.split_seed, data.val_fraction), drawn with a seed; written atomically."""
+    parser = _data_parser("textset", textset_main)
+    parser.add_argument("--out", required=True, help="output text set (.jsonl or .jsonl.zst)")
+    parser.add_argument("--n", type=int, default=1000, help="how many texts (the papers used 10,000 Pile chunks)")
+    parser.add_argument("--textset_seed", type=int, default=0, help="fixes which chunks are drawn")
+    parser.add_argument("--stratify", type=bool, default=True, help="as equal a share per domain as availability allows")
+    parser.add_argument("--max_bytes", type=int, default=1024, help="documents are cut into chunks of at most this")
+    parser.add_argument("--min_bytes", type=int, default=256, help="only chunks longer than this are kept")
+    cfg = parser.parse_args(args)
+    textset = build_textset(cfg.data.source, cfg.n, cfg.textset_seed, cfg.data.split_seed,
+                            cfg.data.val_fraction, cfg.data.domains, cfg.stratify, cfg.max_bytes, cfg.min_bytes)
+    path = save_textset(textset, cfg.out)
+    print(f"{path}: N = {len(textset)} texts, B = {textset.mean_bytes:.1f} bytes, hash {textset.hash[:12]}")
+    print(f"{'domain':<24} {'texts':>6} {'candidates':>11}")
+    for domain, count in textset.domain_counts().items():
+        print(f"{domain:<24} {count:>6} {textset.meta['available'].get(domain, 0):>11}")
+    few = [d for d, c in textset.domain_counts().items() if c < FEW_TEXTS]
+    if few:
+        print(f"warning: fewer than {FEW_TEXTS} texts from {', '.join(few)}: per-domain figures there are noise, "
+              "and the mixture method barely sees those domains (lower --min_bytes or add held-out data)")
+    print(f"use it with --mixture.textset {path}")
 
 
 def score_main(args: list[str]) -> None:
@@ -160,6 +196,46 @@ def kl_main(args: list[str]) -> None:
         print(f"model map: {cfg.map}")
 
 
+def sample_main(args: list[str]) -> None:
+    """Text from a model (mixalign checkpoint or local Hugging Face directory), as nanoGPT's
+    sample.py and litgpt generate: --n continuations of --prompt, from a document start. A seed
+    fixes every sample, whatever the batch."""
+    parser = _parser("sample", sample_main)
+    parser.add_argument("--model", required=True, help="mixalign checkpoint (.ckpt) or local Hugging Face model dir")
+    parser.add_argument("--prompt", default="", help="text the samples continue (default: none, a fresh document)")
+    parser.add_argument("--n", type=int, default=3, help="how many samples")
+    parser.add_argument("--max_new_tokens", type=int, default=200, help="at most this many tokens each (and the context)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="1.0 samples the model itself; lower is greedier")
+    parser.add_argument("--top_k", type=Optional[int], default=200, help="draw from the k likeliest tokens (null: all)")
+    parser.add_argument("--seed", type=int, default=1337, help="fixes the samples")
+    parser.add_argument("--device", default=default_device(), help="default: cuda where there is a GPU")
+    parser.add_argument("--out", type=Optional[str], default=None, help="also write the samples as JSON lines")
+    cfg = parser.parse_args(args)
+    model = load_model(cfg.model, device=cfg.device)
+    start = [] if model.doc_start_id is None else [model.doc_start_id]
+    prompt = start + (model.encode_batch([cfg.prompt])[0] if cfg.prompt else [])
+    if not prompt:
+        raise MixalignError(f"{cfg.model}: its tokenizer has no document-start token; give --prompt")
+    room = model.context - len(prompt)
+    if room < 1 or cfg.n < 1 or cfg.max_new_tokens < 1:
+        raise MixalignError(f"--prompt takes {len(prompt)} of the model's {model.context} positions and --n {cfg.n}, "
+                            f"--max_new_tokens {cfg.max_new_tokens}: nothing to sample")
+    samples = sample_sequences(model.decoder, prompt, model.eos_id, model.vocab_size, cfg.n,
+                               min(cfg.max_new_tokens, room), cfg.seed, batch_size=min(cfg.n, 64),
+                               device=model.device, temperature=cfg.temperature, top_k=cfg.top_k)
+    texts = [model.decode(prompt[len(start):] + (ids[:-1] if done else ids))
+             for ids, done in zip(samples.token_ids, samples.finished)]
+    for i, text in enumerate(texts):
+        print(f"--- sample {i + 1} of {cfg.n} ---\n{text}")
+    if cfg.out:
+        import json
+
+        lines = [json.dumps({"text": t, "finished": bool(f), "seed": cfg.seed, "index": i})
+                 for i, (t, f) in enumerate(zip(texts, samples.finished))]
+        write_bytes_atomic(cfg.out, ("\n".join(lines) + "\n").encode())
+        print(f"written: {cfg.out}")
+
+
 @dataclass(frozen=True)
 class Subcommand:
     main: Callable[[list[str]], None]
@@ -183,4 +259,6 @@ SUBCOMMANDS = {
     "weights": Subcommand(_weights_main, "--config C --out W.yaml: the aligned mixture alone (probes, candidates)"),
     "score": Subcommand(score_main, "--model M --out V.npz: a model's log-likelihood vector on a text set"),
     "kl": Subcommand(kl_main, "A B [...]: vector distance, exact KL, (--mc N) Monte Carlo KL between models"),
+    "textset": Subcommand(textset_main, "--config C --out T.jsonl.zst: a held-out text set from the config's data"),
+    "sample": Subcommand(sample_main, "--model M [--prompt P]: text from a model (temperature, top_k, seed)"),
 }

@@ -38,9 +38,9 @@ def test_kv_cache_decoding_equals_a_full_forward_pass():
 
 def test_sampled_log_probabilities_equal_teacher_forced_scores_and_seeds_fix_samples():
     model = tiny_gpt(3, block_size=24)
-    one = sample_sequences(decoder(model), START, END, VOCAB, n=20, max_new_tokens=24, seed=7, batch_size=20)
-    again = sample_sequences(decoder(model), START, END, VOCAB, n=20, max_new_tokens=24, seed=7, batch_size=3)
-    other = sample_sequences(decoder(model), START, END, VOCAB, n=20, max_new_tokens=24, seed=8, batch_size=20)
+    one = sample_sequences(decoder(model), [START], END, VOCAB, n=20, max_new_tokens=24, seed=7, batch_size=20)
+    again = sample_sequences(decoder(model), [START], END, VOCAB, n=20, max_new_tokens=24, seed=7, batch_size=3)
+    other = sample_sequences(decoder(model), [START], END, VOCAB, n=20, max_new_tokens=24, seed=8, batch_size=20)
     assert one.token_ids == again.token_ids  # a sample does not depend on its batch
     assert one.token_ids != other.token_ids
     assert all(len(ids) <= 24 for ids in one.token_ids)
@@ -55,7 +55,7 @@ def test_sampling_follows_the_model_distribution():
     from scipy.stats import chisquare
 
     model = tiny_gpt(4, block_size=8, vocab_size=6)
-    draws = sample_sequences(decoder(model), START, None, 6, n=3000, max_new_tokens=1, seed=0, batch_size=500)
+    draws = sample_sequences(decoder(model), [START], None, 6, n=3000, max_new_tokens=1, seed=0, batch_size=500)
     counts = np.bincount([ids[0] for ids in draws.token_ids], minlength=6)
     with torch.no_grad():
         p = torch.softmax(model(torch.tensor([[START]]))[0, 0].double(), -1).numpy()
@@ -65,7 +65,7 @@ def test_sampling_follows_the_model_distribution():
 def test_path_log_ratio_agrees_with_exact_kl_along_the_paths():
     """Both estimate KL(a || b) of the sampling process; the exact sum has far less variance."""
     a, b = tiny_gpt(0, block_size=16), tiny_gpt(1, block_size=24)
-    samples = sample_sequences(decoder(a), START, END, VOCAB, n=400, max_new_tokens=16, seed=1)
+    samples = sample_sequences(decoder(a), [START], END, VOCAB, n=400, max_new_tokens=16, seed=1)
     paths = [[START] + ids for ids in samples.token_ids]
     ratio = score_token_ids(a.token_logprobs, paths, 16).values - score_token_ids(b.token_logprobs, paths, 16).values
     along = exact_token_kl(distribution(a), distribution(b), paths, 16, VOCAB).a_to_b

@@ -167,13 +167,6 @@ def model_map(L: torch.Tensor, mean_bytes: float) -> torch.Tensor:
     return Q / math.sqrt(2 * Q.shape[1] * _check_mean_bytes(mean_bytes) * LN2)
 
 
-def pairwise_kl(L: torch.Tensor, mean_bytes: float) -> torch.Tensor:
-    """K x K matrix of KL in bits per byte between the models in the rows of L."""
-    Q = model_map(L, mean_bytes)
-    # Row by row rather than via the Gram matrix: no cancellation, exact zeros and symmetry.
-    return torch.stack([((Q - q) ** 2).sum(dim=1) for q in Q])
-
-
 def pca_2d(Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """First two principal coordinates (K x 2) of the model map and their explained variance ratios.
 

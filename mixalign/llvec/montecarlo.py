@@ -37,9 +37,20 @@ class Samples:
     logprob: np.ndarray  # float64 (M,): log p(sampled ids | document start) under the sampling model
 
 
+def _sampling_distribution(log_p: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """What the next token is drawn from: log_p / temperature, cut to the top_k ids, renormalised."""
+    if temperature == 1.0 and top_k is None:
+        return log_p
+    scaled = log_p / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, -math.inf)
+    return torch.log_softmax(scaled, dim=-1)
+
+
 def sample_sequences(
     decoder: Callable[[], StepFn],
-    doc_start_id: int,
+    prompt: Sequence[int],
     eos_id: int | None,
     vocab_size: int,
     n: int,
@@ -48,13 +59,19 @@ def sample_sequences(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: str | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
 ) -> Samples:
-    """Draw `n` sequences by ancestral sampling at temperature 1 (see the module docstring).
+    """Draw `n` continuations of `prompt` (ids: a document start, then any prompt tokens) by ancestral
+    sampling (see the module docstring); temperature 1 and no top_k sample the model itself, as the
+    Monte Carlo KL needs. `Samples.logprob` is always under the model itself.
 
     decoder() makes a fresh incremental decoder: step(new ids (B, t)) -> next-token log-probs (B, V).
     """
     if n < 1 or max_new_tokens < 1:
         raise ValueError(f"need n >= 1 samples of max_new_tokens >= 1 tokens, got n={n}, max_new_tokens={max_new_tokens}")
+    if not temperature > 0 or (top_k is not None and top_k < 1):
+        raise MixalignError(f"need temperature > 0 and top_k >= 1, got temperature={temperature}, top_k={top_k}")
     token_ids: list[list[int]] = []
     finished = np.zeros(n, dtype=bool)
     logprob = np.zeros(n, dtype=np.float64)
@@ -64,12 +81,12 @@ def sample_sequences(
             rows = range(first, min(n, first + batch_size))
             uniforms = torch.from_numpy(np.stack([np.random.default_rng([seed, i]).random(max_new_tokens) for i in rows]))
             step = decoder()
-            log_p = step(torch.full((len(rows), 1), doc_start_id, dtype=torch.long, device=device))
+            log_p = step(torch.tensor([list(prompt)] * len(rows), dtype=torch.long, device=device))
             drawn, done = [], torch.zeros(len(rows), dtype=torch.bool)
             total = torch.zeros(len(rows), dtype=torch.float64)
             for t in range(max_new_tokens):
                 log_p = restrict_vocab(log_p, vocab_size).double().cpu()
-                cdf = log_p.exp().cumsum(dim=-1)
+                cdf = _sampling_distribution(log_p, temperature, top_k).exp().cumsum(dim=-1)
                 u = (uniforms[:, t] * cdf[:, -1]).unsqueeze(1)
                 token = torch.searchsorted(cdf, u).squeeze(1).clamp_(max=vocab_size - 1)
                 total += torch.where(done, 0.0, log_p.gather(1, token.unsqueeze(1)).squeeze(1))
@@ -132,7 +149,7 @@ def monte_carlo_kl(a, b, n_samples: int, seed: int, max_new_tokens: int | None =
     shared = a.tokenizer_id == b.tokenizer_id and a.doc_start_id == b.doc_start_id
     limit = min(a.context, b.context) if shared else a.context
     max_new_tokens = min(max_new_tokens or limit, limit)
-    samples = sample_sequences(a.decoder, a.doc_start_id, a.eos_id, a.vocab_size, n_samples, max_new_tokens, seed,
+    samples = sample_sequences(a.decoder, [a.doc_start_id], a.eos_id, a.vocab_size, n_samples, max_new_tokens, seed,
                                batch_size, a.device, progress=f"sampling from {a.description}" if progress else None)
     ends = [ids[:-1] if done else ids for ids, done in zip(samples.token_ids, samples.finished)]
     texts = [a.decode(ids) for ids in ends]

@@ -266,13 +266,13 @@ def _llvec_terms(values: np.ndarray, target: np.ndarray, mean_bytes: float) -> n
 
 
 def _measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeSettings, A, t, ratio: float,
-                        min_gain: float):
+                        min_gain: float, domain_kl: np.ndarray | None):
     """Train every candidate mixture as a probe and measure it.
 
     Returns (candidates, selection, probe results by name, probes trained now).
     """
     natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in ctx.datamodule.domains])
-    named = candidate_mixtures(solution, natural)
+    named = candidate_mixtures(solution, natural, domain_kl)
     jobs = [ctx.job(f"candidate {n}", w, settings) for n, w in named.items()]
     trained = sum(not job.done for job in jobs)
     results = run_probes(jobs, progress="candidates")
@@ -348,7 +348,7 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
         candidate_ratio = sum(map(candidate_settings.lr, range(candidate_settings.steps))) / (
             domain_settings.steps * domain_settings.learning_rate)
         candidates, selection, results, more = _measure_candidates(ctx, weights, candidate_settings, A, t,
-                                                                   candidate_ratio, config.min_gain)
+                                                                   candidate_ratio, config.min_gain, domain_exact)
         trained += more
         solution = results.get("solution")
         if solution is not None:
