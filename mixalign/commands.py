@@ -22,6 +22,7 @@ from mixalign.llvec.models import load_model
 from mixalign.llvec.montecarlo import sample_sequences
 from mixalign.llvec.plots import save_model_map
 from mixalign.llvec.textset import (
+    FEW_TEXTS,
     build_textset,
     load_textset,
     resolve_textset,
@@ -78,9 +79,6 @@ def prepare_main(args: list[str]) -> None:
     print(f"tokenizer: {manifest['tokenizer']['spec']}, token dtype: {manifest['dtype']}")
 
 
-FEW_TEXTS = 20  # below this many texts a domain's per-domain figures and its own weight are noise
-
-
 def textset_main(args: list[str]) -> None:
     """A text set from the config's data with the papers' protocol: chunks of documents held out of
     training (data.split_seed, data.val_fraction), drawn with a seed; written atomically."""
@@ -99,8 +97,7 @@ def textset_main(args: list[str]) -> None:
     print(f"{'domain':<24} {'texts':>6} {'candidates':>11}")
     for domain, count in textset.domain_counts().items():
         print(f"{domain:<24} {count:>6} {textset.meta['available'].get(domain, 0):>11}")
-    few = [d for d, c in textset.domain_counts().items() if c < FEW_TEXTS]
-    if few:
+    if few := textset.scarce_domains(textset.meta["available"]):
         print(f"warning: fewer than {FEW_TEXTS} texts from {', '.join(few)}: per-domain figures there are noise, "
               "and the mixture method barely sees those domains (lower --min_bytes or add held-out data)")
     print(f"use it with --mixture.textset {path}")

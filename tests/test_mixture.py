@@ -43,6 +43,10 @@ def test_weights_file_is_valid_with_diagnostics(weights_run):
     best = min(candidates.values(), key=lambda c: c["exact_to_target"])
     assert selection["best"] == best["name"] and content["chosen"] in (best["name"], "uniform")
     assert trained_probes(stdout) == 1 + len(DEMO_DOMAINS) + len(candidates)  # the base, domains, candidates
+    assert {"kl-softmin 0.25", "kl-softmin 0.50", "kl-softmin 1.00"} <= set(candidates)  # the target shares the tokenizer
+    # The demo text set holds 2 email texts of 1,000; this 120-text subset none: the user is told.
+    assert diagnostics["scarce_in_textset"] == {"email": 0}
+    assert "warning: the text set has fewer than 5 texts of email 0" in stdout
 
 
 def test_rerun_reuses_cached_probes(weights_run):

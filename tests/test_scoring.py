@@ -7,6 +7,7 @@ from mixalign.data.tokenizer import load_tokenizer
 from mixalign.llvec.models import LanguageModel, load_model, model_from_gpt
 from mixalign.llvec.scoring import ScoreResult, score_gpt, score_token_ids
 from mixalign.llvec.textset import TextSet
+from mixalign.model.hf_gpt2 import our_state_dict
 from mixalign.model.module import NanoGPTModule
 from mixalign.model.nanogpt import GPT, GPTConfig
 
@@ -208,24 +209,11 @@ def test_load_model_errors(tmp_path):
 
 
 def hf_to_gpt(hf_model, block_size: int) -> GPT:
-    """Copy GPT-2 HF weights into our GPT. HF GPT-2 uses Conv1D (weight is (in, out)): transpose."""
+    """HF GPT-2 weights in our GPT, through the product's mapping (tests/test_hf_gpt2.py checks it)."""
     c = hf_model.config
-    gpt = GPT(GPTConfig(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=block_size, vocab_size=c.vocab_size))
-    hf = hf_model.state_dict()
-    ours = {"wte.weight": hf["transformer.wte.weight"], "wpe.weight": hf["transformer.wpe.weight"]}
-    for name in ("weight", "bias"):
-        ours[f"ln_f.{name}"] = hf[f"transformer.ln_f.{name}"]
-    for i in range(c.n_layer):
-        h = f"transformer.h.{i}."
-        b = f"blocks.{i}."
-        for ours_name, hf_name in (("ln_1", "ln_1"), ("ln_2", "ln_2")):
-            for name in ("weight", "bias"):
-                ours[f"{b}{ours_name}.{name}"] = hf[f"{h}{hf_name}.{name}"]
-        for ours_name, hf_name in (("attn.qkv", "attn.c_attn"), ("attn.proj", "attn.c_proj"), ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")):
-            ours[f"{b}{ours_name}.weight"] = hf[f"{h}{hf_name}.weight"].t()
-            ours[f"{b}{ours_name}.bias"] = hf[f"{h}{hf_name}.bias"]
-    ours["lm_head.weight"] = ours["wte.weight"]
-    gpt.load_state_dict(ours)
+    config = GPTConfig(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=block_size, vocab_size=c.vocab_size)
+    gpt = GPT(config)
+    gpt.load_state_dict(our_state_dict(hf_model.state_dict(), config))
     return gpt.eval()
 
 

@@ -12,6 +12,7 @@ from mixalign.mixture.rounds import WeightSchedule, round_end, round_starts
 from mixalign.mixture.selection import (
     Measured,
     candidate_mixtures,
+    kl_softmin,
     paired_difference,
     select,
 )
@@ -29,6 +30,22 @@ def test_candidates_hold_the_solution_its_shrinkages_uniform_and_natural():
     assert list(c) == ["uniform", "natural", "solution", "shrink 0.25", "shrink 0.50", "shrink 0.75"]
     assert np.allclose(c["natural"], natural / 8) and np.allclose(c["shrink 0.50"], [0.625, 0.125, 0.125, 0.125])
     assert all(math.isclose(w.sum(), 1.0) for w in c.values())
+
+
+def test_kl_softmin_weights_follow_the_domain_probes_exact_kl_and_drop_no_domain():
+    kl = np.array([0.0421, 0.0256, 0.0524, 0.0358, 0.0239, 0.0414, 0.0279, 0.0557])  # robustness target 1's probes
+    w = kl_softmin(kl, 0.5)
+    assert math.isclose(w.sum(), 1.0) and (w > 0).all()
+    assert list(np.argsort(-w)) == list(np.argsort(kl))  # closer to the target: more weight
+    # exp(-(k - min) / (s * std)), normalised, by hand for the two closest domains
+    assert w[1] / w[4] == pytest.approx(math.exp(-(0.0256 - 0.0239) / (0.5 * kl.std())), rel=1e-12)
+    sharper, flatter = kl_softmin(kl, 0.25), kl_softmin(kl, 1.0)
+    assert sharper.max() > w.max() > flatter.max()  # a lower temperature concentrates the weight
+    assert w.max() < 0.5 < sharper.max()
+    assert np.allclose(kl_softmin(np.full(8, 0.03), 0.5), 1 / 8)  # no information: uniform
+    c = candidate_mixtures(np.array([1.0, 0, 0, 0, 0, 0, 0, 0]), np.ones(8), kl)
+    assert [n for n in c if n.startswith("kl-softmin")] == ["kl-softmin 0.50", "kl-softmin 1.00", "kl-softmin 2.00"]
+    assert np.allclose(c["kl-softmin 0.50"], w)
 
 
 def test_a_uniform_solution_is_measured_once():
@@ -62,6 +79,22 @@ def test_a_small_but_significant_gain_is_not_enough():
     assert s.chosen == "uniform" and s.best == "shrink 0.75" and -s.margin / s.margin_se > 10
     assert "keeping uniform" in s.reason
     assert select(cands, "exact KL", min_gain=0.02).chosen == "shrink 0.75"  # the threshold is what decides
+
+
+def test_of_candidates_tied_with_the_best_the_one_closest_to_uniform_is_kept():
+    """Probes cannot see the long-run harm of concentrating weight: between near-ties, the flatter wins."""
+    rng = np.random.default_rng(5)
+    base = rng.gamma(2.0, 0.01, 300)
+    sharp, flat = [0.9, 0.1], [0.65, 0.35]
+    cands = [measured("uniform", base), measured("sharp", base * 0.80, sharp), measured("flat", base * 0.83, flat)]
+    s = select(cands, "exact KL")  # flat's gain, 17%, is within 25% of sharp's 20%
+    assert s.chosen == "flat" and s.best == "sharp" and "closest to uniform" in s.reason
+    assert s.margin == pytest.approx(-0.17 * base.mean(), rel=1e-9)
+    assert select(cands, "exact KL", tie=0.1).chosen == "sharp"  # outside a 10% window
+    cands[2] = measured("flat", base * 0.86, flat)  # 14% gain: outside the window
+    assert select(cands, "exact KL").chosen == "sharp"
+    cands.append(measured("shrink", base * 0.92 + rng.normal(0, 0.05, 300), [0.55, 0.45]))  # flattest, but noise
+    assert select(cands, "exact KL").chosen == "sharp"
 
 
 def test_a_large_significant_gain_is_kept_and_noise_is_not():

@@ -35,6 +35,7 @@ FORMAT = "mixalign-textset"
 VERSION = 1
 DEMO_TEXTSET = "demo"
 _HASH_PREFIX = b"mixalign-textset-v1\n"
+FEW_TEXTS = 5  # below this many texts a domain is all but invisible to every distance on the text set
 
 
 def utf8_chunks(text: str, max_bytes: int = 1024) -> list[str]:
@@ -118,6 +119,11 @@ class TextSet:
 
     def domain_counts(self) -> dict[str, int]:
         return {d: self.domains.count(d) for d in self.domain_names}
+
+    def scarce_domains(self, domains: Sequence[str]) -> dict[str, int]:
+        """Those of `domains` with fewer than FEW_TEXTS texts here, and their counts (0 for absent)."""
+        counts = self.domain_counts()
+        return {d: counts.get(d, 0) for d in domains if counts.get(d, 0) < FEW_TEXTS}
 
 
 # -- building -----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from mixalign.io import atomic_path
 from mixalign.llvec.estimators import centre, to_bits_per_byte
 from mixalign.llvec.models import model_vector, shared_model
 from mixalign.llvec.textset import (
+    FEW_TEXTS,
     TextSet,
     load_textset,
     resolve_textset,
@@ -146,6 +147,7 @@ class MixtureResult:
     candidates: list[Candidate]
     selection: Selection | None
     probes_trained: int
+    scarce: dict = field(default_factory=dict)  # data domains with fewer than FEW_TEXTS texts in the text set
     provenance: dict = field(default_factory=dict)
 
     @property
@@ -178,6 +180,7 @@ class MixtureResult:
                 "linearity_norm_ratio": None if self.linearity is None else self.linearity[1],
                 "selection": None if self.selection is None else asdict(self.selection),
                 "candidates": [{**asdict(c), "weights": as_floats(c.weights)} for c in self.candidates],
+                "scarce_in_textset": self.scarce or None,
             },
             "provenance": self.provenance,
         }
@@ -208,6 +211,10 @@ def _table_lines(r: MixtureResult) -> list[str]:
             ex = ("" if c.exact_to_target is None else f" {c.exact_to_target:>18.4f} {c.exact_from_target:>18.4f}")
             lines.append(f"{c.name:<14} {c.llvec:>8.4f} {c.predicted_llvec:>9.4f}{ex}")
         lines.append(f"chosen: {r.chosen} ({r.selection.reason})")
+    if r.scarce:
+        seen = ", ".join(f"{d} {n}" for d, n in r.scarce.items())
+        lines.append(f"warning: the text set has fewer than {FEW_TEXTS} texts of {seen}: every distance here barely "
+                     "sees these domains, so their weights rest on how training on them moves the other texts")
     lines.append(f"probes trained this time: {r.probes_trained} (the rest came from the cache)")
     return lines
 
@@ -364,6 +371,7 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
         step_ratio=step_ratio, current_llvec=current, predicted_llvec=predicted,
         prediction_note=_prediction_note(current, predicted, linearity), current_exact=exact_now,
         linearity=linearity, candidates=candidates, selection=selection, probes_trained=trained,
+        scarce=ctx.textset.scarce_domains(ctx.datamodule.domains),
         provenance=_provenance(config, ctx, domain_settings, candidate_settings, step_ratio),
     )
 

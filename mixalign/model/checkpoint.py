@@ -1,4 +1,5 @@
-"""Rebuild a `GPT` from a mixalign Lightning checkpoint, with a clear error for every way that fails."""
+"""Rebuild a `GPT` from a mixalign Lightning checkpoint (or a Hugging Face GPT-2 directory), with a clear
+error for every way that fails."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from mixalign.errors import MixalignError
 from mixalign.io import atomic_path
+from mixalign.model.hf_gpt2 import gpt_from_hf, hf_tokenizer_json, is_hf_dir
 from mixalign.model.nanogpt import GPT, GPTConfig
 
 GPT_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "dropout")
@@ -31,6 +33,27 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def check_architecture(path, config: GPTConfig, expect: GPTConfig) -> None:
+    """Continued pretraining needs exactly the configured architecture (dropout aside)."""
+    different = {f: (getattr(config, f), getattr(expect, f)) for f in GPT_FIELDS
+                 if f != "dropout" and getattr(config, f) != getattr(expect, f)}
+    if different:
+        pairs = ", ".join(f"{f}: checkpoint {a} vs config {b}" for f, (a, b) in different.items())
+        raise MixalignError(f"{path}: checkpoint is of another architecture ({pairs})")
+
+
+def load_gpt(path: str | Path, expect: GPTConfig | None = None) -> tuple[GPT, str | None]:
+    """A `GPT` from a mixalign checkpoint or a local Hugging Face GPT-2 directory, and the tokenizer
+    JSON stored with it (None when there is none): what `init_from` and `teacher` accept."""
+    if is_hf_dir(path):
+        model = gpt_from_hf(path)
+        if expect is not None:
+            check_architecture(path, model.config, expect)
+        return model, hf_tokenizer_json(path)
+    model, checkpoint = gpt_from_checkpoint(path, expect)
+    return model, checkpoint.get("mixalign", {}).get("tokenizer_json")
+
+
 def gpt_from_checkpoint(path: str | Path, expect: GPTConfig | None = None) -> tuple[GPT, dict]:
     """The checkpoint's model (eval mode, CPU) and the raw checkpoint dict.
 
@@ -45,14 +68,7 @@ def gpt_from_checkpoint(path: str | Path, expect: GPTConfig | None = None) -> tu
     except (TypeError, ValueError) as exc:
         raise MixalignError(f"{path}: invalid model hyper-parameters: {exc}") from None
     if expect is not None:
-        different = {
-            f: (getattr(config, f), getattr(expect, f))
-            for f in GPT_FIELDS
-            if f != "dropout" and getattr(config, f) != getattr(expect, f)
-        }
-        if different:
-            pairs = ", ".join(f"{f}: checkpoint {a} vs config {b}" for f, (a, b) in different.items())
-            raise MixalignError(f"{path}: checkpoint is of another architecture ({pairs})")
+        check_architecture(path, config, expect)
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model = GPT(config)
     expected = model.state_dict()

@@ -10,9 +10,9 @@ import torch
 from tokenizers import Tokenizer
 from torchmetrics import Metric
 
-from mixalign.data.tokenizer import tokenizer_hash
+from mixalign.data.tokenizer import vocabulary_id
 from mixalign.errors import MixalignError
-from mixalign.model.checkpoint import gpt_from_checkpoint
+from mixalign.model.checkpoint import load_gpt
 from mixalign.model.nanogpt import GPT, GPTConfig, distillation_loss
 
 
@@ -69,9 +69,11 @@ class NanoGPTModule(L.LightningModule):
         lr_decay_steps: step at which the cosine reaches `min_lr` (default: `trainer.max_steps`).
         weight_decay: AdamW decay on 2+ dimensional parameters.
         betas: AdamW betas.
-        init_from: start from this mixalign checkpoint's weights (continued pretraining); it must
-            have the same architecture. Unlike ``--ckpt_path`` it restores no optimizer or step.
-        teacher: knowledge-distillation baseline: a mixalign checkpoint with the same tokenizer;
+        init_from: start from these weights (continued pretraining): a mixalign checkpoint or a local
+            Hugging Face GPT-2 directory, of the same architecture. Unlike ``--ckpt_path`` it
+            restores no optimizer or step.
+        teacher: knowledge-distillation baseline: a mixalign checkpoint or a local Hugging Face
+            GPT-2 directory with the data's tokenizer;
             the loss becomes (1 - alpha) CE + alpha T^2 KL(teacher || student).
         distill_alpha: alpha of the distillation loss.
         distill_temperature: T of the distillation loss.
@@ -107,7 +109,7 @@ class NanoGPTModule(L.LightningModule):
         self.config = GPTConfig(n_layer, n_head, n_embd, block_size, vocab_size, bias, dropout)
         self.model = GPT(self.config)
         if init_from:
-            base, _ = gpt_from_checkpoint(init_from, expect=self.config)
+            base, _ = load_gpt(init_from, expect=self.config)
             self.model.load_state_dict(base.state_dict())
         self.domains: list[str] = []
         self._teacher: list[GPT] = []  # a list keeps the teacher out of state_dict and the optimizer
@@ -139,9 +141,8 @@ class NanoGPTModule(L.LightningModule):
             self._teacher.append(self._load_teacher(self.hparams.teacher))
 
     def _load_teacher(self, path: str) -> GPT:
-        teacher, checkpoint = gpt_from_checkpoint(path)
-        stored = checkpoint.get("mixalign", {}).get("tokenizer_json")
-        if stored is None or tokenizer_hash(Tokenizer.from_str(stored)) != tokenizer_hash(Tokenizer.from_str(self.tokenizer_json)):
+        teacher, stored = load_gpt(path)
+        if stored is None or vocabulary_id(Tokenizer.from_str(stored)) != vocabulary_id(Tokenizer.from_str(self.tokenizer_json)):
             raise MixalignError(
                 f"model.teacher {path}: its tokenizer differs from the data's ({self.trainer.datamodule.hparams.tokenizer}); "
                 "distillation compares token distributions, so both must share one tokenizer"

@@ -1,0 +1,95 @@
+"""GPT-2 weights from a local Hugging Face directory, as a mixalign `GPT` (`model.init_from`, `model.teacher`).
+
+Users who continue pretraining GPT-2 start from its published weights. Hugging Face's GPT-2 is
+the same network as `GPT` (pre-LayerNorm blocks, tanh GELU, tied embeddings, biases), stored
+under other names and with its linear layers as `Conv1D` (weights transposed). This module reads
+`config.json` and the weights file (`model.safetensors`, or `pytorch_model.bin` with
+`weights_only=True`) directly: nothing in the directory is executed, and transformers is not needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mixalign.errors import MixalignError
+from mixalign.model.nanogpt import GPT, GPTConfig
+
+GELUS = ("gelu_new", "gelu_pytorch_tanh")  # the tanh approximation `GPT` uses
+CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # stored (in, out): transposed here
+OURS = {"ln_1": "ln_1", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "ln_2": "ln_2",
+        "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj"}
+
+
+def is_hf_dir(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def hf_gpt2_config(path: Path) -> GPTConfig:
+    """The `GPTConfig` of a Hugging Face GPT-2 `config.json`, or a clear error for anything else."""
+    try:
+        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MixalignError(f"{path / 'config.json'}: cannot read it as JSON: {exc}") from None
+    if hf.get("model_type") != "gpt2":
+        raise MixalignError(f"{path}: model_type {hf.get('model_type')!r}; init_from and teacher read GPT-2 "
+                            "directories only (other Hugging Face models work as targets)")
+    if hf.get("activation_function", "gelu_new") not in GELUS:
+        raise MixalignError(f"{path}: activation_function {hf['activation_function']!r}; GPT uses the tanh GELU {GELUS}")
+    if hf.get("layer_norm_epsilon", 1e-5) != 1e-5 or hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
+        raise MixalignError(f"{path}: a GPT-2 variant (layer_norm_epsilon, scale_attn_by_inverse_layer_idx or "
+                            "reorder_and_upcast_attn differ from GPT-2's) that GPT does not implement")
+    try:
+        return GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                         block_size=hf["n_positions"], vocab_size=hf["vocab_size"], bias=True, dropout=0.0)
+    except KeyError as exc:
+        raise MixalignError(f"{path / 'config.json'}: no {exc.args[0]!r}") from None
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if (path / "model.safetensors").is_file():
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise MixalignError(f"{path}: reading model.safetensors needs the 'safetensors' package "
+                                "(pip install 'mixalign[hf]')") from None
+        return load_file(str(path / "model.safetensors"))
+    if (path / "pytorch_model.bin").is_file():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise MixalignError(f"{path}: no model.safetensors or pytorch_model.bin (sharded weights are not supported)")
+
+
+def our_state_dict(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """Hugging Face GPT-2 parameter names and layouts -> `GPT.state_dict()`'s (the tied head is wte)."""
+    hf_state = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
+    state = {"wte.weight": hf_state["wte.weight"], "wpe.weight": hf_state["wpe.weight"],
+             "ln_f.weight": hf_state["ln_f.weight"], "ln_f.bias": hf_state["ln_f.bias"]}
+    for i in range(config.n_layer):
+        for theirs, ours in OURS.items():
+            for kind in ("weight", "bias"):
+                value = hf_state[f"h.{i}.{theirs}.{kind}"]
+                state[f"blocks.{i}.{ours}.{kind}"] = value.t() if kind == "weight" and theirs in CONV1D else value
+    state["lm_head.weight"] = state["wte.weight"]
+    return {k: v.float().contiguous() for k, v in state.items()}
+
+
+def gpt_from_hf(path: str | Path) -> GPT:
+    """The GPT-2 in a local Hugging Face directory, as a `GPT` in eval mode on the CPU."""
+    path = Path(path)
+    config = hf_gpt2_config(path)
+    model = GPT(config)
+    try:
+        model.load_state_dict(our_state_dict(_read_weights(path), config))
+    except KeyError as exc:
+        raise MixalignError(f"{path}: the weights lack {exc.args[0]!r}: not a GPT-2 of its config.json") from None
+    except RuntimeError as exc:
+        raise MixalignError(f"{path}: the weights do not fit its config.json: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def hf_tokenizer_json(path: str | Path) -> str | None:
+    """The directory's fast tokenizer (tokenizer.json), if it has one."""
+    file = Path(path) / "tokenizer.json"
+    return file.read_text(encoding="utf-8") if file.is_file() else None
