@@ -17,7 +17,7 @@ per text, bits/byte) is compared with uniform's, paired over the texts. The gap 
 (uniform - recommended) / (uniform - own). Writes results/robustness.{json,md} and a figure; with
 --write, the ROBUSTNESS section of BENCHMARKS.md.
 
-    python benchmarks/robustness.py --write        # 8 targets x 200 steps: about 90 min on 2 cores
+    python benchmarks/robustness.py --write        # 8 targets x 200 steps: about 60 min on 2 cores
     python benchmarks/robustness.py --quick        # 2 targets x 30 steps: a smoke run (minutes)
 """
 
@@ -207,6 +207,10 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+def rank_cell(value: float) -> str:
+    return "- (uniform)" if math.isnan(value) else f"{value:.2f}"
+
+
 def markdown(rows: list[dict], summary: dict, meta: dict) -> str:
     lines = [
         f"{summary['targets']} targets (Dirichlet mixtures of the 8 demo domains, {meta['steps']} steps from the base), "
@@ -218,14 +222,14 @@ def markdown(rows: list[dict], summary: dict, meta: dict) -> str:
         "| gap uniform - own (SE) | gap closed | gap closed, vector distance | Spearman(recommended, own) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    percent = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+    percent = lambda v: "-" if v is None else f"{v + 0.0:.0%}"  # noqa: E731  (+ 0.0: no "-0%")
     for r in rows:
         e = r["exact_kl"]
         lines.append(f"| {r['target']} | {r['alpha']:g} | {r['chosen']} | {e['uniform']:.4f} | {e['recommended']:.4f} | "
                      f"{e['solver']:.4f} | {e['own']:.4f} | {r['recommended_minus_uniform']:+.4f} "
                      f"({r['recommended_minus_uniform_se']:.4f}) | {r['gap_uniform_minus_own']:.4f} ({r['gap_se']:.4f}) | "
                      f"{percent(r['gap_closed'])} | {percent(r['llvec_gap_closed'])} | "
-                     f"{spearman(r['recommended'], r['own_mixture']):.2f} |")
+                     f"{rank_cell(spearman(r['recommended'], r['own_mixture']))} |")
     lines += ["", f"Recommended worse than uniform by more than 2 paired SEs: {summary['worse_than_uniform_beyond_2se']} "
               f"of {summary['targets']} (worst z {summary['worst_z_vs_uniform']:+.1f}). Gap to the own mixture closed, "
               f"exact KL: mean {percent(summary['mean_gap_closed'])} over all targets, "
@@ -299,8 +303,10 @@ def main() -> None:
 
 
 def publish(result: dict) -> None:
-    """BENCHMARKS.md's ROBUSTNESS section: the table and the figure of a full run."""
+    """BENCHMARKS.md's ROBUSTNESS section (and results/robustness.md): the table and the figure of a full run."""
     text = markdown(result["targets"], result["summary"], result["meta"])
+    with atomic_path(RESULTS / "robustness.md") as tmp:
+        tmp.write_text(text + "\n")
     replace_section(REPO / "BENCHMARKS.md", "ROBUSTNESS", text + "\n\n![robustness](benchmarks/results/robustness.png)")
 
 

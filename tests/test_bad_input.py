@@ -152,7 +152,3 @@ def test_bad_input(case, capsys, work, corpus):
 def test_unknown_config_key_uses_lightning_cli_message(capsys):
     code, message = run(capsys, "fit", "--config", str(TINY), "--data.nonsense", "1")
     assert code == 2 and "unrecognized arguments: --data.nonsense" in message
-
-
-def test_catalogue_is_large_enough():
-    assert len(CASES) + 1 >= 20

@@ -6,8 +6,6 @@ import pytest
 import torch
 from conftest import DEMO_DOMAINS, mixalign, reported_metric, scalars, tiny
 
-from mixalign.cli import default_precision
-
 pytestmark = pytest.mark.slow
 
 
@@ -79,16 +77,6 @@ def test_compiled_fused_training_matches_eager(tmp_path, demo_cache):
     assert not any("_orig_mod" in name for name in checkpoint["state_dict"])
     saved = (tmp_path / "fast/lightning_logs/version_0/config.yaml").read_text()
     assert "precision: 32-true" in saved  # resolved for a CPU run
-
-
-def test_default_precision_is_bf16_mixed_only_on_a_bf16_gpu(monkeypatch):
-    assert default_precision("auto") == "32-true"  # this machine: no GPU
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert default_precision("auto") == default_precision("gpu") == "bf16-mixed"
-    assert default_precision("cpu") == "32-true"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert default_precision("gpu") == "32-true"
 
 
 def test_prepare_subcommand(tmp_path, demo_cache):

@@ -268,3 +268,16 @@ def test_distillation_loss_validates_arguments(alpha, temperature):
     logits = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="alpha" if not 0 <= alpha <= 1 else "temperature"):
         distillation_loss(logits, logits, torch.tensor([0, 1]), alpha, temperature)
+
+
+def test_default_precision_is_bf16_mixed_only_on_a_bf16_gpu(monkeypatch):
+    from mixalign.cli import default_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_precision("auto") == default_precision("cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert default_precision("auto") == default_precision("gpu") == "bf16-mixed"
+    assert default_precision("cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert default_precision("gpu") == "32-true"

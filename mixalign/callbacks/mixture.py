@@ -48,7 +48,17 @@ class AlignedMixture(MixtureConfig, L.Callback):
             datamodule.set_weights(0, "uniform")  # the from-scratch warm-up: real steps of this run
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.starts and self.warmup_steps and trainer.global_step == 0:
+            self._report_warmup(trainer)
         self._begin_round(trainer, pl_module)
+
+    def _report_warmup(self, trainer: L.Trainer) -> None:
+        """The from-scratch warm-up is part of the run: say so, and log its uniform weights at step 0."""
+        domains = trainer.datamodule.domains
+        rank_zero_info(f"mixture: from-scratch warm-up, steps 0-{self.warmup_steps - 1} on uniform weights; "
+                       f"the mixture is computed at step {self.warmup_steps} from the model as it is then")
+        if trainer.is_global_zero and trainer.logger is not None:
+            trainer.logger.log_metrics({f"mixture/weight/{d}": 1 / len(domains) for d in domains}, 0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self._begin_round(trainer, pl_module)  # global_step has just become the next step's

@@ -72,8 +72,10 @@ class MixtureConfig:
         prior: ``uniform`` or ``natural``.
         rounds: re-probe and re-solve this many times over training (1 = once).
         selection: ``measured`` trains each candidate mixture (the solution, its shrinkages toward
-            uniform, uniform, natural) as a probe and keeps the best measured one, and uniform
-            unless it is measurably better; ``solver`` uses the solution as it is (the paper's).
+            uniform, uniform, natural, and the kl-softmin mixtures when exact KL is at hand) as a
+            probe, keeps uniform unless one is measurably better, and of those that are, the one
+            closest to uniform among near-ties with the best; ``solver`` uses the solution as it
+            is (the paper's).
         min_gain: with ``measured``, a candidate replaces uniform only if its probe is at least this
             fraction of uniform's distance closer to the target (and more than 2 paired SEs).
         processes: probes run in this many worker processes.

@@ -15,8 +15,9 @@ Of the candidates that pass, the one closest to uniform is kept among those whos
 domains a sparse mixture starves are forgotten over the long run, and a small domain given a large
 weight is repeated for many epochs. On a robustness target (its own mixture 0.43 email, spread
 elsewhere) the sharpest candidate (0.55 email, five domains near 0) was the probes' best by a hair
-and ended 57% *above* uniform after 200 steps; the flatter one tied with it at probe time ended
-13% below uniform, closing 72% of the gap to the target's own mixture.
+and ended 57% *above* uniform after 200 steps (`benchmarks/robustness.py` at commit 65d4bde); the
+flatter one tied with it at probe time ends 13% below uniform, closing 70% of the gap to the
+target's own mixture (BENCHMARKS.md, "Robustness", target 1).
 Pure functions of per-text distances.
 """
 

@@ -1,0 +1,68 @@
+"""README's first command, timed as written on a fresh clone: wall time, CPU time, its SUMMARY line.
+
+Clones this repository (HEAD) into a temporary directory, runs the first ```sh block of README.md
+there with bash exactly as written (it installs mixalign from that clone into the current Python
+and runs the main job on the demo data), and writes results/main_job.json and README's MAINJOB
+section. Afterwards mixalign is installed from the clone: reinstall your checkout
+(`pip install -e .`) if you work in it.
+
+    python benchmarks/main_job.py
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import machine, replace_section, write_result  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def first_command() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    return readme.split("```sh\n", 1)[1].split("```", 1)[0].strip()
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def main() -> None:
+    command = first_command()
+    with tempfile.TemporaryDirectory(prefix="mixalign-main-job-") as work:
+        clone = Path(work) / "mixalign"
+        subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        load_before = load_average()
+        start = time.time()
+        result = subprocess.run(["bash", "-c", command], cwd=clone, capture_output=True, text=True)
+        wall = time.time() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        sys.exit(f"the first command failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    (summary,) = re.findall(r"^SUMMARY: .*$", result.stdout, flags=re.M)
+    record = {"command": command, "commit": commit, "wall_seconds": wall,
+              "cpu_seconds": usage.ru_utime + usage.ru_stime, "load_average_before": load_before,
+              "summary": summary, "machine": machine()}
+    write_result("main_job", record)
+    m = record["machine"]
+    text = (f"Measured by `python benchmarks/main_job.py` (a fresh clone of {commit}, the command above as "
+            f"written): **{wall / 60:.1f} min wall, {record['cpu_seconds'] / 60:.1f} CPU-min** on {m['nproc']} cores "
+            f"({m['cpu_model']}, load average {load_before:.1f} when it started: "
+            f"{'nothing else running' if load_before < 0.5 else 'other jobs on the machine'}), "
+            f"pip install included. It printed:\n\n```\n{summary}\n```")
+    replace_section(REPO / "README.md", "MAINJOB", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
