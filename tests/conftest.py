@@ -51,8 +51,8 @@ DEMO_DOMAINS = ["bible", "code", "dictionary", "docs", "email", "legal", "math",
 TARGET_WEIGHTS = "{code: 0.45, math: 0.45, bible: 0.1}"  # the tiny target's mixture: two dominant domains
 
 
-def mixalign(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+def mixalign(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "mixalign", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )

@@ -76,11 +76,17 @@ def test_vector_distance_grows_along_training_and_seeds_end_farther_apart(two_se
 METRICS = ("val/llvec_distance", "val/exact_kl/model_to_target", "val/exact_kl/target_to_model")
 
 
-def test_ddp_two_processes_log_the_same_distances_as_one(tmp_path, demo_cache, tiny_target, two_seeds):
-    """Texts are sharded across ranks and gathered without duplicates: every distance is the same."""
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory, demo_cache, tiny_target, two_seeds) -> tuple[Path, list[str], str]:
+    """`mixalign validate` of seed 1's last checkpoint on one process: (checkpoint, args, stdout)."""
     model = two_seeds[1] / "checkpoints" / "last.ckpt"
     args = tiny(f"--ckpt_path={model}", "--trainer.accelerator", "cpu", *with_kl(tiny_target), cache=demo_cache)
-    single = mixalign("validate", *args, "--trainer.devices", "1", cwd=tmp_path).stdout
+    return model, args, mixalign("validate", *args, "--trainer.devices", "1", cwd=tmp_path_factory.mktemp("one")).stdout
+
+
+def test_ddp_two_processes_log_the_same_distances_as_one(tmp_path, demo_cache, tiny_target, validated):
+    """Texts are sharded across ranks and gathered without duplicates: every distance is the same."""
+    _, args, single = validated
     ddp = mixalign("validate", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp", cwd=tmp_path).stdout
     for metric in METRICS:
         assert reported_metric(single, metric) > 0.001
@@ -91,10 +97,8 @@ def test_ddp_two_processes_log_the_same_distances_as_one(tmp_path, demo_cache, t
         assert reported_metric(itself, metric) == 0.0
 
 
-def test_callback_scalars_equal_mixalign_kl_on_the_same_checkpoint(tmp_path, demo_cache, tiny_target, two_seeds):
-    model = two_seeds[1] / "checkpoints" / "last.ckpt"
-    logged = mixalign("validate", *tiny(f"--ckpt_path={model}", *with_kl(tiny_target), cache=demo_cache),
-                      cwd=tmp_path).stdout
+def test_callback_scalars_equal_mixalign_kl_on_the_same_checkpoint(tmp_path, tiny_target, validated):
+    model, _, logged = validated
     out = mixalign("kl", str(model), str(tiny_target), "--n_texts", N_TEXTS, "--out", "pair.json", cwd=tmp_path).stdout
     assert "llvec" in out and "exact a->b" in out
     (pair,) = json.loads((tmp_path / "pair.json").read_text())["pairs"]

@@ -17,6 +17,9 @@ def mixture_args(target, *extra: str) -> list[str]:
     return ["--mixture.target", str(target), "--mixture.n_texts", "120", "--mixture.probe_steps", "20", *extra]
 
 
+SMALL_PROBES = ("--mixture.n_texts", "48", "--mixture.probe_steps", "8")  # for runs that only check the plumbing
+
+
 @pytest.fixture(scope="module")
 def weights_run(tmp_path_factory, demo_cache, tiny_target):
     work = tmp_path_factory.mktemp("weights")
@@ -86,19 +89,22 @@ def test_fit_on_weights_file_draws_those_proportions(weights_run, demo_cache):
         assert logged[f"mixture/weight/{domain}"][-1][1] == pytest.approx(weights[domain], abs=1e-6)
 
 
-def test_aligned_training_ends_closer_to_target_than_uniform(tmp_path, demo_cache, tiny_target):
+def test_aligned_training_ends_closer_to_target_than_uniform(weights_run, demo_cache, tiny_target):
+    """Run beside `mixalign weights`: fit's own mixture computation finds every probe in the cache."""
+    work, _, _ = weights_run
     final = {}
     for name in ("uniform", "aligned"):
-        mixalign("fit", *tiny(*mixture_args(tiny_target), "--kl.n_texts", "120", "--data.weights", name,
-                              "--trainer.default_root_dir", name, cache=demo_cache), cwd=tmp_path)
-        final[name] = scalars(tmp_path / name / "lightning_logs" / "version_0")["val/exact_kl/model_to_target"][-1][1]
+        out = mixalign("fit", *tiny(*mixture_args(tiny_target), "--kl.n_texts", "120", "--data.weights", name,
+                                    "--trainer.default_root_dir", name, cache=demo_cache), cwd=work).stdout
+        final[name] = scalars(work / name / "lightning_logs" / "version_0")["val/exact_kl/model_to_target"][-1][1]
+    assert trained_probes(out) == 0
     assert final["aligned"] < 0.9 * final["uniform"]
 
 
 def test_from_scratch_warmup_trains_uniform_then_the_computed_mixture(tmp_path, demo_cache, tiny_target):
     """tiny.yaml has no init_from: a random model warms up on uniform weights, then the mixture is
     computed from the model at step 6, and training goes on in train mode on that mixture."""
-    out = mixalign("fit", *tiny(*mixture_args(tiny_target), "--data.weights", "aligned", "--mixture.warmup_steps", "6",
+    out = mixalign("fit", *tiny(*mixture_args(tiny_target, *SMALL_PROBES), "--data.weights", "aligned", "--mixture.warmup_steps", "6",
                                 "--mixture.selection", "solver", "--kl.n_texts", "24", "--trainer.max_steps", "12",
                                 "--trainer.val_check_interval", "6", "--trainer.default_root_dir", "scratch",
                                 cache=demo_cache), cwd=tmp_path)
@@ -117,7 +123,7 @@ def test_from_scratch_warmup_trains_uniform_then_the_computed_mixture(tmp_path, 
 
 def test_two_rounds_resumed_in_the_middle_continue_exactly(tmp_path, demo_cache, tiny_target):
     """Resumed at step 12 (round 1 began at 8), the run recomputes no mixture and ends as the straight run."""
-    common = (*mixture_args(tiny_target), "--data.weights", "aligned", "--mixture.rounds", "2",
+    common = (*mixture_args(tiny_target, *SMALL_PROBES), "--data.weights", "aligned", "--mixture.rounds", "2",
               "--mixture.selection", "solver", "--kl.n_texts", "24", "--trainer.max_steps", "16",
               "--trainer.val_check_interval", "8", "--model.lr_decay_steps", "16",
               "--checkpoint.every_n_train_steps", "4", "--checkpoint.save_top_k", "-1")
@@ -138,15 +144,17 @@ def test_two_rounds_resumed_in_the_middle_continue_exactly(tmp_path, demo_cache,
         assert torch.allclose(value, ends[1][name], atol=1e-6, rtol=0), name
 
 
-def test_smoothing_toward_the_natural_prior_through_align(tmp_path, demo_cache, tiny_target):
-    """w <- (1 - a) w + a * natural, with natural the training data's token shares, end to end."""
+def test_smoothing_toward_the_natural_prior_through_align(weights_run, demo_cache, tiny_target):
+    """w <- (1 - a) w + a * natural, with natural the training data's token shares, end to end: the
+    unsmoothed solution is the `solution` candidate of the module's weights file (same probes)."""
     from mixalign.data.datamodule import PileMixtureDataModule
 
-    args = (*mixture_args(tiny_target), "--mixture.selection", "solver")
-    mixalign("weights", *tiny(*args, cache=demo_cache), "--out", "raw.yaml", cwd=tmp_path)
-    mixalign("weights", *tiny(*args, "--mixture.smoothing", "0.4", "--mixture.prior", "natural", cache=demo_cache),
-             "--out", "smooth.yaml", cwd=tmp_path)
-    raw, smoothed = (yaml.safe_load((tmp_path / f"{n}.yaml").read_text())["weights"] for n in ("raw", "smooth"))
+    work, _, _ = weights_run
+    mixalign("weights", *tiny(*mixture_args(tiny_target), "--mixture.selection", "solver", "--mixture.smoothing", "0.4",
+                              "--mixture.prior", "natural", cache=demo_cache), "--out", "smooth.yaml", cwd=work)
+    candidates = yaml.safe_load((work / "w.yaml").read_text())["diagnostics"]["candidates"]
+    (raw,) = [c["weights"] for c in candidates if c["name"] == "solution"]
+    smoothed = yaml.safe_load((work / "smooth.yaml").read_text())["weights"]
     datamodule = PileMixtureDataModule(**{**yaml.safe_load(TINY.read_text())["data"], "cache_dir": str(demo_cache)})
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -154,3 +162,23 @@ def test_smoothing_toward_the_natural_prior_through_align(tmp_path, demo_cache, 
     for d, w in raw.items():
         assert smoothed[d] == pytest.approx(0.6 * w + 0.4 * tokens[d] / sum(tokens.values()), abs=1e-9)
     assert smoothed["email"] < 0.6 * raw["email"] + 0.4 / 8  # email is small: natural is not uniform
+
+
+def test_ddp_spreads_the_probes_across_ranks_and_computes_the_same_weights(tmp_path, demo_cache, tiny_target):
+    """Two processes (gloo) deal the probes round-robin and gather them: one process's weights, to
+    1e-9. Each process gets the one-process run's 2 threads, so every probe does the same
+    arithmetic (with Lightning's default, 1 thread per rank here, they agree to about 1e-7)."""
+    args = tiny(*mixture_args(tiny_target, "--mixture.n_texts", "24", "--mixture.probe_steps", "4"),
+                "--trainer.max_steps", "2", cache=demo_cache)
+    mixalign("weights", *args, "--mixture.cache_dir", "one", "--out", "one.yaml", cwd=tmp_path)
+    mixalign("fit", *args, "--data.weights", "aligned", "--mixture.cache_dir", "two", "--kl.n_texts", "24",
+             "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.default_root_dir", "ddp",
+             cwd=tmp_path, env={"OMP_NUM_THREADS": "2"})
+    single = yaml.safe_load((tmp_path / "one.yaml").read_text())
+    ddp = yaml.safe_load((tmp_path / "ddp/lightning_logs/version_0/mixture/round-0.yaml").read_text())
+    assert ddp["chosen"] == single["chosen"] and ddp["weights"] == pytest.approx(single["weights"], abs=1e-9)
+    by_rank = ddp["diagnostics"]["probes_trained_by_rank"]
+    every = ["base", *DEMO_DOMAINS, *(f"candidate {c['name']}" for c in single["diagnostics"]["candidates"])]
+    assert sorted(by_rank) == [0, 1] and sorted(by_rank[0] + by_rank[1]) == sorted(every)
+    assert by_rank[0][:2] == ["base", DEMO_DOMAINS[1]] and by_rank[1][:2] == [DEMO_DOMAINS[0], DEMO_DOMAINS[2]]
+    assert single["diagnostics"]["probes_trained_by_rank"] == {0: every}

@@ -120,7 +120,7 @@ def test_nan_loss_between_checkpoints_stops_at_the_next_logging_interval_and_sav
 # -- interrupted runs ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_fit_killed_then_resumed_from_last_matches_an_uninterrupted_run(tmp_path, demo_cache):
-    common = ("--trainer.max_steps", "200", "--trainer.val_check_interval", "50",
+    common = ("--trainer.max_steps", "120", "--trainer.val_check_interval", "40",
               "--checkpoint.every_n_train_steps", "10")
     mixalign("fit", *tiny(*common, "--trainer.default_root_dir", "straight", "--checkpoint.dirpath", "straight/ckpt",
                           cache=demo_cache), cwd=tmp_path)
@@ -129,7 +129,7 @@ def test_fit_killed_then_resumed_from_last_matches_an_uninterrupted_run(tmp_path
 
     def mid_run() -> bool:
         try:
-            return 30 <= read_checkpoint(last)["global_step"] < 200
+            return 30 <= read_checkpoint(last)["global_step"] < 120
         except ValueError:  # not written yet
             return False
 
@@ -139,7 +139,7 @@ def test_fit_killed_then_resumed_from_last_matches_an_uninterrupted_run(tmp_path
 
     straight = read_checkpoint(tmp_path / "straight" / "ckpt" / "last.ckpt")
     resumed = read_checkpoint(last)
-    assert resumed["global_step"] == 200
+    assert resumed["global_step"] == 120
     for name, value in straight["state_dict"].items():
         assert torch.allclose(value, resumed["state_dict"][name], atol=1e-6, rtol=0), name
     losses = dict(scalars(tmp_path / "straight" / "lightning_logs" / "version_0")["train/loss"])
@@ -157,8 +157,8 @@ def finished_probes(cache: Path) -> list[Path]:
 @pytest.mark.slow
 def test_weights_killed_between_probes_reuses_them_and_gives_the_same_weights(tmp_path, demo_cache, tiny_target):
     def args(cache: str, out: str) -> list[str]:
-        return ["weights", *tiny("--mixture.target", str(tiny_target), "--mixture.n_texts", "60",
-                                 "--mixture.probe_steps", "10", "--mixture.cache_dir", cache, cache=demo_cache),
+        return ["weights", *tiny("--mixture.target", str(tiny_target), "--mixture.n_texts", "40",
+                                 "--mixture.probe_steps", "5", "--mixture.cache_dir", cache, cache=demo_cache),
                 "--out", out]
 
     first = mixalign(*args("straight", "straight.yaml"), cwd=tmp_path).stdout

@@ -29,9 +29,11 @@ from mixalign.llvec.textset import (
 from mixalign.llvec.token_kl import LN2
 from mixalign.llvec.vectors import LogLikelihoodVector
 from mixalign.mixture.probes import (
+    ONE_PROCESS,
     ProbeJob,
     ProbeResult,
     ProbeSettings,
+    Ranks,
     probe_key,
     run_probes,
     state_fingerprint,
@@ -148,9 +150,19 @@ class MixtureResult:
     linearity: tuple[float, float] | None
     candidates: list[Candidate]
     selection: Selection | None
-    probes_trained: int
+    trained_by: dict[str, int]  # the probes trained this time, and the rank that trained each
     scarce: dict = field(default_factory=dict)  # data domains with fewer than FEW_TEXTS texts in the text set
     provenance: dict = field(default_factory=dict)
+
+    @property
+    def probes_trained(self) -> int:
+        return len(self.trained_by)
+
+    def probes_by_rank(self) -> dict[int, list[str]]:
+        ranks = {}
+        for name, rank in self.trained_by.items():
+            ranks.setdefault(rank, []).append(name)
+        return dict(sorted(ranks.items()))
 
     @property
     def chosen(self) -> str:
@@ -183,6 +195,7 @@ class MixtureResult:
                 "selection": None if self.selection is None else asdict(self.selection),
                 "candidates": [{**asdict(c), "weights": as_floats(c.weights)} for c in self.candidates],
                 "scarce_in_textset": self.scarce or None,
+                "probes_trained_by_rank": self.probes_by_rank(),
             },
             "provenance": self.provenance,
         }
@@ -217,7 +230,9 @@ def _table_lines(r: MixtureResult) -> list[str]:
         seen = ", ".join(f"{d} {n}" for d, n in r.scarce.items())
         lines.append(f"warning: the text set has fewer than {FEW_TEXTS} texts of {seen}: every distance here barely "
                      "sees these domains, so their weights rest on how training on them moves the other texts")
-    lines.append(f"probes trained this time: {r.probes_trained} (the rest came from the cache)")
+    by_rank = r.probes_by_rank()
+    shares = f"; by rank: {', '.join(f'{k}: {len(v)}' for k, v in by_rank.items())}" if len(by_rank) > 1 else ""
+    lines.append(f"probes trained this time: {r.probes_trained} (the rest came from the cache{shares})")
     return lines
 
 
@@ -244,6 +259,7 @@ class ProbeContext:
     max_batch_tokens: int | None
     device: str = "cpu"
     autocast: str | None = None
+    ranks: Ranks = ONE_PROCESS
 
     def __post_init__(self):
         self.token_ids = self.datamodule.encode(self.textset.texts)
@@ -278,13 +294,12 @@ def _measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: Probe
                         min_gain: float, domain_kl: np.ndarray | None):
     """Train every candidate mixture as a probe and measure it.
 
-    Returns (candidates, selection, probe results by name, probes trained now).
+    Returns (candidates, selection, probe results by probe name).
     """
     natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in ctx.datamodule.domains])
     named = candidate_mixtures(solution, natural, domain_kl)
     jobs = [ctx.job(f"candidate {n}", w, settings) for n, w in named.items()]
-    trained = sum(not job.done for job in jobs)
-    results = run_probes(jobs, progress="candidates")
+    results = run_probes(jobs, progress="candidates", ranks=ctx.ranks)
     B, lT = ctx.textset.mean_bytes, ctx.target.vector.values
     candidates, measured = [], []
     for (name, weights), result in zip(named.items(), results):
@@ -297,7 +312,7 @@ def _measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: Probe
         measured.append(Measured(name, weights, exact if exact is not None else terms))
     selection = select(measured, "exact KL" if ctx.target.exact else "log-likelihood-vector distance",
                        min_gain=min_gain)
-    return candidates, selection, dict(zip(named, results)), trained
+    return candidates, selection, dict(zip([job.name for job in jobs], results))
 
 
 def _prediction_note(current: float, predicted: float, linearity) -> str:
@@ -314,17 +329,16 @@ def _prediction_note(current: float, predicted: float, linearity) -> str:
 def _probe_domains(config: MixtureConfig, ctx: ProbeContext, settings: ProbeSettings):
     """The base's vector and one probe per domain; A's columns are the probes' centred moves.
 
-    Returns (base result, domain probe results, A, t, probes trained now).
+    Returns (base result, domain probe results, A, t, probe results by probe name).
     """
     domains = ctx.datamodule.domains
     jobs = [ctx.job("base", np.full(len(domains), 1 / len(domains)), ProbeSettings(**{**asdict(settings), "steps": 0}))]
     jobs += [ctx.job(domain, np.eye(len(domains))[k], settings) for k, domain in enumerate(domains)]
-    trained = sum(not job.done for job in jobs)
-    base, *probes = run_probes(jobs, config.processes)
+    base, *probes = results = run_probes(jobs, config.processes, ranks=ctx.ranks)
     l0 = torch.from_numpy(base.vector.values)
     A = torch.stack([centre(torch.from_numpy(p.vector.values) - l0) for p in probes], dim=1)
     t = centre(torch.from_numpy(ctx.target.vector.values) - l0)
-    return base, probes, A, t, trained
+    return base, probes, A, t, dict(zip([job.name for job in jobs], results))
 
 
 def _solve(config: MixtureConfig, ctx: ProbeContext, A, t, step_ratio: float):
@@ -345,7 +359,7 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
 
     step_ratio: the main run's learning-rate sum over the round divided by a domain probe's.
     """
-    base, probes, A, t, trained = _probe_domains(config, ctx, domain_settings)
+    base, probes, A, t, every_probe = _probe_domains(config, ctx, domain_settings)
     solved, weights = _solve(config, ctx, A, t, step_ratio)
     B = ctx.textset.mean_bytes
     diagnostics = diagnose(A, t, weights, step_ratio, B)
@@ -356,10 +370,10 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
     if config.selection == "measured":
         candidate_ratio = sum(map(candidate_settings.lr, range(candidate_settings.steps))) / (
             domain_settings.steps * domain_settings.learning_rate)
-        candidates, selection, results, more = _measure_candidates(ctx, weights, candidate_settings, A, t,
-                                                                   candidate_ratio, config.min_gain, domain_exact)
-        trained += more
-        solution = results.get("solution")
+        candidates, selection, results = _measure_candidates(ctx, weights, candidate_settings, A, t,
+                                                             candidate_ratio, config.min_gain, domain_exact)
+        every_probe.update(results)
+        solution = results.get("candidate solution")
         if solution is not None:
             l0 = torch.from_numpy(base.vector.values)
             linearity = linearity_check(centre(torch.from_numpy(solution.vector.values) - l0),
@@ -372,7 +386,8 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
         mixture_cosine=diagnostics.mixture_cosine, relative_residual=diagnostics.relative_residual,
         step_ratio=step_ratio, current_llvec=current, predicted_llvec=predicted,
         prediction_note=_prediction_note(current, predicted, linearity), current_exact=exact_now,
-        linearity=linearity, candidates=candidates, selection=selection, probes_trained=trained,
+        linearity=linearity, candidates=candidates, selection=selection,
+        trained_by={name: r.trained_by for name, r in every_probe.items() if r.trained_by is not None},
         scarce=ctx.textset.scarce_domains(ctx.datamodule.domains),
         provenance=_provenance(config, ctx, domain_settings, candidate_settings, step_ratio),
     )
@@ -431,7 +446,8 @@ def step_ratio(hp, begin: int, end: int, max_steps: int, settings: ProbeSettings
 
 
 def align(config: MixtureConfig, module, datamodule, begin: int, end: int, max_steps: int,
-          grad_clip: float | None, device: str = "cpu", autocast: str | None = None) -> MixtureResult:
+          grad_clip: float | None, device: str = "cpu", autocast: str | None = None,
+          ranks: Ranks = ONE_PROCESS) -> MixtureResult:
     """The method from the model's current weights, for the round [begin, end) of a run of max_steps.
 
     `module` is the `NanoGPTModule` being trained (its optimizer settings are the probes'), so
@@ -444,7 +460,7 @@ def align(config: MixtureConfig, module, datamodule, begin: int, end: int, max_s
     target = load_target(config, textset, datamodule.tokenizer_id)
     domain, candidate = probe_settings(config, module.hparams, datamodule, grad_clip, max_steps)
     ctx = ProbeContext(module.model, datamodule, textset, target, Path(config.cache_dir), config.max_batch_tokens,
-                       device, autocast)
+                       device, autocast, ranks)
     return compute_mixture(config, ctx, domain, candidate, step_ratio(module.hparams, begin, end, max_steps, domain))
 
 

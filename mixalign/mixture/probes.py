@@ -15,8 +15,9 @@ import json
 import multiprocessing
 import os
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -128,6 +129,31 @@ class ProbeJob:
 class ProbeResult:
     vector: LogLikelihoodVector
     exact: TokenKL | None  # a_to_b: probe -> target, b_to_a: target -> probe
+    trained_by: int | None = None  # the rank that trained it in this call; None: it came from the cache
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process among the run's processes (DDP, torchrun, SLURM).
+
+    Pending probes are dealt round-robin, rank r taking every world-th, and the results gathered,
+    so K probes on W processes take about ceil(K/W) probe times and every rank ends with the
+    results one process would have.
+    """
+
+    rank: int = 0
+    world: int = 1
+    gather: Callable[[object], list] | None = None  # every rank's object, on every rank (a collective)
+
+
+ONE_PROCESS = Ranks()
+
+
+def gather_objects(obj: object) -> list:
+    """`obj` from every rank of the default process group, in rank order."""
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
 
 
 def _save_exact(kl: TokenKL, path: Path) -> None:
@@ -161,9 +187,15 @@ def run_probe(job: ProbeJob) -> ProbeResult:
             exact = exact_token_kl(model.next_token_logprobs, target.distribution_fn, job.token_ids,
                                    min(job.config.block_size, target.context), target.vocab_size,
                                    max_batch_tokens=job.max_batch_tokens, device=device)
-            _save_exact(exact, job.exact_path)
-    save_vector(vector, job.path)  # last: a cached vector means the whole probe is done
-    return ProbeResult(vector, exact)
+    result = ProbeResult(vector, exact)
+    _save_result(job, result)
+    return result
+
+
+def _save_result(job: ProbeJob, result: ProbeResult) -> None:
+    if result.exact is not None:
+        _save_exact(result.exact, job.exact_path)
+    save_vector(result.vector, job.path)  # last: a cached vector means the whole probe is done
 
 
 def _run_probe_in_worker(job_and_threads: tuple[ProbeJob, int]) -> None:
@@ -172,23 +204,35 @@ def _run_probe_in_worker(job_and_threads: tuple[ProbeJob, int]) -> None:
     run_probe(job)
 
 
-def run_probes(jobs: list[ProbeJob], processes: int = 1, progress: str | None = "probes") -> list[ProbeResult]:
-    """Run probes (cached ones are just loaded), in `processes` worker processes when > 1."""
-    pending = [job for job in jobs if not job.done]
-    report = Progress(progress if pending else None, total=len(pending), unit="trained")
-    if processes > 1 and len(pending) > 1:
+def run_probes(jobs: list[ProbeJob], processes: int = 1, progress: str | None = "probes",
+               ranks: Ranks = ONE_PROCESS) -> list[ProbeResult]:
+    """Run probes (cached ones are just loaded): this rank's share of the pending ones, in
+    `processes` worker processes when > 1, then every rank's results gathered onto every rank."""
+    pending = [i for i, job in enumerate(jobs) if not job.done]
+    if ranks.world > 1:
+        pending = ranks.gather(pending)[0]  # rank 0's view, so every rank deals the same list
+    mine = pending[ranks.rank::ranks.world]
+    label = progress and (f"{progress} (rank {ranks.rank})" if ranks.world > 1 else progress)
+    report = Progress(label if mine else None, total=len(mine), unit="trained")
+    if processes > 1 and len(mine) > 1:
         threads = max(1, (os.cpu_count() or 1) // processes)
-        with multiprocessing.get_context("spawn").Pool(min(processes, len(pending))) as pool:
-            for _ in pool.imap_unordered(_run_probe_in_worker, [(job, threads) for job in pending]):
+        with multiprocessing.get_context("spawn").Pool(min(processes, len(mine))) as pool:
+            for _ in pool.imap_unordered(_run_probe_in_worker, [(jobs[i], threads) for i in mine]):
                 report.advance()
-    results = []
-    for job in jobs:
-        fresh = not job.done
-        results.append(run_probe(job))
+    trained = {}
+    for i in mine:
+        fresh = not jobs[i].done
+        trained[i] = replace(run_probe(jobs[i]), trained_by=ranks.rank)
         if fresh:
             report.advance()
     report.close()
-    return results
+    if ranks.world > 1:
+        for share in ranks.gather(trained):
+            for i, result in share.items():
+                if not jobs[i].done:  # another node's cache: keep a copy, so a re-run here trains nothing
+                    _save_result(jobs[i], result)
+                trained.setdefault(i, result)
+    return [trained[i] if i in trained else run_probe(job) for i, job in enumerate(jobs)]
 
 
 def probe_key(**parts) -> str:
