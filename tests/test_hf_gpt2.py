@@ -66,7 +66,7 @@ def transformers_val_loss(hf_dir, cache) -> float:
     datamodule = PileMixtureDataModule(**{**data, "cache_dir": str(cache)})
     datamodule.prepare_data()
     datamodule.setup("validate")
-    model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir, local_files_only=True).eval()
     per_domain: dict[int, list[float]] = {}
     with torch.no_grad():
         for batch in datamodule.val_dataloader():

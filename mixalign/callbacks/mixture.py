@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mixalign.errors import MixalignError
 from mixalign.mixture.aligned import MixtureConfig, MixtureResult, align, write_weights
-from mixalign.mixture.probes import ONE_PROCESS, Ranks, gather_objects
+from mixalign.mixture.probes import Ranks, gather_objects
 from mixalign.mixture.rounds import round_end, round_starts
 
 AUTOCAST = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}
@@ -71,8 +71,7 @@ class AlignedMixture(MixtureConfig, L.Callback):
         result = align(self, pl_module, datamodule, step, round_end(self.starts, step, trainer.max_steps),
                        trainer.max_steps, trainer.gradient_clip_val, device=str(pl_module.device),
                        autocast=AUTOCAST.get(str(trainer.precision)),  # probes copy the model: it is untouched
-                       ranks=Ranks(trainer.global_rank, trainer.world_size, gather_objects) if trainer.world_size > 1
-                       else ONE_PROCESS)
+                       ranks=Ranks(trainer.global_rank, trainer.world_size, gather_objects))
         datamodule.set_weights(step, dict(zip(result.domains, result.weights)))
         self.summaries[step] = result.to_dict()
         self._report(trainer, result, self.starts.index(step), step)
