@@ -8,6 +8,7 @@ from conftest import REPO, mixalign
 from test_montecarlo import START, decoder
 from test_token_kl import tiny_gpt
 
+from mixalign.cli import main
 from mixalign.llvec.montecarlo import sample_sequences
 
 BASE = str(REPO / "checkpoints" / "base.ckpt")
@@ -33,16 +34,23 @@ def test_temperature_and_top_k_reshape_the_sampling_distribution():
     assert greedy[int(logits.argmax())] == 50
 
 
-def test_sample_command_is_seeded_continues_the_prompt_and_writes_json_lines(tmp_path):
+def test_sample_command_is_seeded_continues_the_prompt_and_writes_json_lines(tmp_path, monkeypatch, capsys):
+    """In process (the CLI's own `main`): four runs without four interpreter start-ups."""
+    monkeypatch.chdir(tmp_path)
     args = ["sample", "--model", BASE, "--n", "2", "--max_new_tokens", "24", "--prompt", "The court held"]
-    one = mixalign(*args, "--seed", "5", "--out", "s.jsonl", cwd=tmp_path)
-    again = mixalign(*args, "--seed", "5", cwd=tmp_path)
+
+    def sample(*extra: str) -> str:
+        main([*args, *extra])
+        return capsys.readouterr().out
+
+    one = sample("--seed", "5", "--out", "s.jsonl")
+    again = sample("--seed", "5")
     samples = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert len(samples) == 2 and all(s["text"].startswith("The court held") for s in samples)
-    assert all(s["text"] in one.stdout for s in samples) and samples[0]["text"] != samples[1]["text"]
-    assert again.stdout.replace("written: s.jsonl\n", "") == one.stdout.replace("written: s.jsonl\n", "")
-    greedy = [mixalign(*args, "--top_k", "1", "--seed", s, cwd=tmp_path).stdout for s in ("5", "6")]
-    assert greedy[0] != again.stdout  # top_k 200 drew other tokens than the greedy path
+    assert all(s["text"] in one for s in samples) and samples[0]["text"] != samples[1]["text"]
+    assert again == one.replace("written: s.jsonl\n", "")
+    greedy = [sample("--top_k", "1", "--seed", s) for s in ("5", "6")]
+    assert greedy[0] != again  # top_k 200 drew other tokens than the greedy path
     assert greedy[0] == greedy[1]  # top_k 1 is greedy: the seed no longer matters
 
 
