@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
 
 import pytest
+
+# pytest-xdist runs two test files at once (pyproject's addopts): one thread per worker, inherited
+# by every `mixalign` subprocess, so the two never fight over the 2 cores of CI.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 VOCABULARIES = {
     "alpha": "the cat sat on a mat and ate some fish while the dog slept".split(),
@@ -41,7 +47,6 @@ def data_cache(tmp_path_factory) -> Path:
 
 
 # -- end-to-end helpers: run `mixalign` in a subprocess, read TensorBoard scalars ---------------------
-import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 

@@ -166,14 +166,15 @@ def test_smoothing_toward_the_natural_prior_through_align(weights_run, demo_cach
 
 def test_ddp_spreads_the_probes_across_ranks_and_computes_the_same_weights(tmp_path, demo_cache, tiny_target):
     """Two processes (gloo) deal the probes round-robin and gather them: one process's weights, to
-    1e-9. Each process gets the one-process run's 2 threads, so every probe does the same
-    arithmetic (with Lightning's default, 1 thread per rank here, they agree to about 1e-7)."""
+    1e-9. Each process gets the one-process run's thread count, so every probe does the same
+    arithmetic (with different counts they agree to about 1e-7)."""
     args = tiny(*mixture_args(tiny_target, "--mixture.n_texts", "24", "--mixture.probe_steps", "4"),
                 "--trainer.max_steps", "2", cache=demo_cache)
-    mixalign("weights", *args, "--mixture.cache_dir", "one", "--out", "one.yaml", cwd=tmp_path)
+    threads = {"OMP_NUM_THREADS": "1"}
+    mixalign("weights", *args, "--mixture.cache_dir", "one", "--out", "one.yaml", cwd=tmp_path, env=threads)
     mixalign("fit", *args, "--data.weights", "aligned", "--mixture.cache_dir", "two", "--kl.n_texts", "24",
              "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.default_root_dir", "ddp",
-             cwd=tmp_path, env={"OMP_NUM_THREADS": "2"})
+             cwd=tmp_path, env=threads)
     single = yaml.safe_load((tmp_path / "one.yaml").read_text())
     ddp = yaml.safe_load((tmp_path / "ddp/lightning_logs/version_0/mixture/round-0.yaml").read_text())
     assert ddp["chosen"] == single["chosen"] and ddp["weights"] == pytest.approx(single["weights"], abs=1e-9)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mixalign.llvec.scoring import score_token_ids
 from mixalign.llvec.token_kl import (
     exact_token_kl,
     kl_both_ways,
@@ -80,6 +81,20 @@ def test_exact_kl_equals_brute_force_double_loop(max_batch_tokens):
     np.testing.assert_allclose(got.b_to_a, expected[:, 1], atol=1e-6, rtol=1e-6)
     assert got.positions.tolist() == [max(0, len(t) - 1) for t in ids]
     assert got.a_to_b[4:].min() > 0.1  # the pair really differs: the comparison is not of zeros
+
+
+def test_the_kl_pass_gives_model_a_log_likelihoods_as_scoring_does():
+    """Probes reuse exact KL's pass for their log-likelihood vector: it must equal scoring's, long
+    (windowed) texts included, and a model on the b side must not leak into it."""
+    a, b = tiny_gpt(0, block_size=16), tiny_gpt(1, block_size=24)
+    ids = texts()
+    assert max(len(t) for t in ids) > 16  # some texts need more than one window
+    got = exact_token_kl(distribution(a), distribution(b), ids, 16, VOCAB, max_batch_tokens=64)
+    scored = score_token_ids(a.token_logprobs, ids, 16)
+    np.testing.assert_allclose(got.a_logp, scored.values, rtol=1e-6, atol=1e-5)
+    assert got.a_logp.min() < -1  # real log-likelihoods, not zeros
+    swapped = exact_token_kl(distribution(b), distribution(a), ids, 16, VOCAB)
+    assert np.abs(swapped.a_logp - got.a_logp).max() > 0.1
 
 
 def test_identical_models_give_zero_and_bos_scores_every_token():

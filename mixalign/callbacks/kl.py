@@ -188,19 +188,33 @@ class LogLikelihoodKL(L.Callback):
             out.append(full)
         return out
 
-    def _exact_metrics(self, trainer, pl_module, target: LanguageModel) -> dict[str, float]:
+    def _passes(self, trainer, pl_module, target: LanguageModel | None):
+        """(per-text log-likelihoods, per-text exact KL both ways or None). With an exact target the
+        KL pass also gives the log-likelihoods, when it saw each text as scoring would (the target's
+        context at least the model's): one pass over the texts instead of two."""
         model = pl_module.model
-        context = min(model.config.block_size, target.context)
+        block = model.config.block_size
 
-        def compute(mine):
+        def score(mine):
+            return [score_gpt(model, [self.token_ids[i] for i in mine], self.max_batch_tokens).values]
+
+        if target is None:
+            return self._sharded(trainer, pl_module, score)[0], None
+
+        def exact(mine):
             kl = exact_token_kl(model.next_token_logprobs, target.distribution_fn, [self.token_ids[i] for i in mine],
-                                context, target.vocab_size, max_batch_tokens=self.max_batch_tokens,
+                                min(block, target.context), target.vocab_size, max_batch_tokens=self.max_batch_tokens,
                                 device=pl_module.device)
-            return kl.a_to_b, kl.b_to_a
+            return kl.a_to_b, kl.b_to_a, kl.a_logp
 
+        a_to_b, b_to_a, a_logp = self._sharded(trainer, pl_module, exact)
+        values = a_logp if target.context >= block else self._sharded(trainer, pl_module, score)[0]
+        return values, (a_to_b, b_to_a)
+
+    def _exact_metrics(self, per_text_pair: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         metrics = {}
         ts = self.textset
-        for name, per_text in zip(("model_to_target", "target_to_model"), self._sharded(trainer, pl_module, compute)):
+        for name, per_text in zip(("model_to_target", "target_to_model"), per_text_pair):
             overall = mean_kl(per_text, ts.mean_bytes)
             metrics[f"{EXACT}/{name}"] = overall.bits_per_byte
             metrics[f"{EXACT}/{name}_se"] = overall.se
@@ -210,9 +224,7 @@ class LogLikelihoodKL(L.Callback):
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Score the current model, save its vector, and return the distances to log."""
-        model = pl_module.model
-        values, = self._sharded(trainer, pl_module, lambda mine: [
-            score_gpt(model, [self.token_ids[i] for i in mine], self.max_batch_tokens).values])
+        values, exact = self._passes(trainer, pl_module, self._exact_target(pl_module))
         step = trainer.global_step
         vector = LogLikelihoodVector(
             values=values, textset_hash=self.textset.hash, model=f"{type(pl_module).__name__} step {step}",
@@ -226,9 +238,8 @@ class LogLikelihoodKL(L.Callback):
                    "val/ce_gap_to_target": estimate.ce_gap_nats}
         by_domain = per_group_kl(l_model, l_target, list(self.textset.domains), self.textset.n_bytes, self.clip_quantile)
         metrics.update({f"{LLVEC}/{d}": e.kl_bits_per_byte for d, e in by_domain.items()})
-        target = self._exact_target(pl_module)
-        if target is not None:
-            metrics.update(self._exact_metrics(trainer, pl_module, target))
+        if exact is not None:
+            metrics.update(self._exact_metrics(exact))
         self.measurements.append(Measurement(step, estimate.kl_bits_per_byte, metrics.get(f"{EXACT}/model_to_target"),
                                              metrics.get(f"{EXACT}/target_to_model"), metrics))
         self._write_vector(trainer, vector, l_model - l_target, step)

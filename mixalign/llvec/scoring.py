@@ -91,12 +91,17 @@ def score_token_ids(
 ) -> ScoreResult:
     """log p(x_i) in nats for every token sequence: the sums of `token_logprobs` (same arguments)."""
     per_token = token_logprobs(logprob_fn, token_ids, context, bos_id, max_batch_tokens, device, progress)
-    values = np.array([lp.sum() for lp in per_token], dtype=np.float64)
+    return score_from_sums(np.array([lp.sum() for lp in per_token], dtype=np.float64),
+                           np.array([len(lp) for lp in per_token], dtype=np.int64), context)
+
+
+def score_from_sums(values: np.ndarray, tokens_per_text: np.ndarray, context: int) -> ScoreResult:
+    """A `ScoreResult` from per-text log p sums and scored-token counts (a pass that also gave them,
+    such as exact KL's, need not score again); refuses non-finite sums."""
     if not np.all(np.isfinite(values)):
         bad = np.flatnonzero(~np.isfinite(values))[:5].tolist()
         raise MixalignError(f"non-finite log-likelihoods for texts {bad} (model produced NaN/inf)")
-    n_windowed = sum(len(lp) > context for lp in per_token)
-    return ScoreResult(values, int(n_windowed), np.array([len(lp) for lp in per_token], dtype=np.int64))
+    return ScoreResult(values, int((tokens_per_text > context).sum()), tokens_per_text)
 
 
 def gpt_logprob_fn(model: GPT) -> LogprobFn:

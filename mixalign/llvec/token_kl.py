@@ -60,6 +60,8 @@ class TokenKL:
     a_to_b: np.ndarray  # float64 (N,): sum over the text's scored positions of KL(p_a || p_b)
     b_to_a: np.ndarray  # float64 (N,): KL(p_b || p_a)
     positions: np.ndarray  # int64 (N,): scored positions per text
+    a_logp: np.ndarray | None = None  # float64 (N,): log p_a(x), model a's log-likelihood of each text (same
+    # positions: with a's own context it is a's log-likelihood-vector entry, so a caller need not score a again)
 
 
 def exact_token_kl(
@@ -80,16 +82,19 @@ def exact_token_kl(
     """
     windows = text_windows(token_ids, context, bos_id)
     n = len(token_ids)
-    a_to_b, b_to_a = np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.float64)
+    a_to_b, b_to_a, a_logp = (np.zeros(n, dtype=np.float64) for _ in range(3))
     positions = np.zeros(n, dtype=np.int64)
     report = Progress(progress, total=len(windows), unit="windows")
     with torch.inference_mode():
         for batch in window_batches(windows, max_batch_tokens, device):
             keep = batch.targets != IGNORE_INDEX
-            log_a = restrict_vocab(distribution_a(batch.inputs, keep), vocab_size)
+            full_a = distribution_a(batch.inputs, keep)
+            log_a = restrict_vocab(full_a, vocab_size)
             log_b = restrict_vocab(distribution_b(batch.inputs, keep), vocab_size)
             # Row r of log_a/log_b belongs to batch row `owner[r]` (keep is read in row-major order).
             owner = batch.text_index[keep.nonzero()[:, 0].cpu().numpy()]
+            picked = full_a.gather(1, batch.targets[keep].unsqueeze(1)).squeeze(1)  # over a's whole head, as scoring
+            np.add.at(a_logp, owner, picked.to(torch.float64).cpu().numpy())
             forward, backward = kl_both_ways(log_a, log_b)
             np.add.at(a_to_b, owner, forward.cpu().numpy())
             np.add.at(b_to_a, owner, backward.cpu().numpy())
@@ -98,7 +103,7 @@ def exact_token_kl(
     report.close()
     if not (np.isfinite(a_to_b).all() and np.isfinite(b_to_a).all()):
         raise MixalignError("non-finite token-level KL (a model produced NaN/inf)")
-    return TokenKL(a_to_b, b_to_a, positions)
+    return TokenKL(a_to_b, b_to_a, positions, a_logp)
 
 
 @dataclass(frozen=True)
