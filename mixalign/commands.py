@@ -1,6 +1,6 @@
 """mixalign's own subcommands beside LightningCLI's fit and validate: each a parser and a main.
 
-`mixalign prepare`, `weights`, `score`, `kl`, `textset` and `sample`; `mixalign --help` lists them
+`mixalign prepare`, `weights`, `score`, `kl`, `textset`, `sample` and `export`; `mixalign --help` lists them
 and each has its own `--help`.
 """
 
@@ -15,6 +15,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mixalign.data.datamodule import PileMixtureDataModule
+from mixalign.data.tokenizer import EOT
 from mixalign.errors import MixalignError
 from mixalign.io import write_bytes_atomic
 from mixalign.llvec.compare import Measured, pair_distances
@@ -35,6 +36,8 @@ from mixalign.llvec.vectors import (
     save_vector,
     vector_from_scores,
 )
+from mixalign.model.checkpoint import load_gpt
+from mixalign.model.hf_gpt2 import save_hf_gpt2
 
 OTHER_SECTIONS = ("seed_everything", "trainer", "model", "checkpoint", "mixture", "kl", "ckpt_path")
 
@@ -233,6 +236,21 @@ def sample_main(args: list[str]) -> None:
         print(f"written: {cfg.out}")
 
 
+def export_main(args: list[str]) -> None:
+    """A mixalign checkpoint as a Hugging Face GPT-2 directory (config.json, model.safetensors, and
+    its tokenizer as a PreTrainedTokenizerFast with the end-of-text token) that transformers, lm-eval
+    and vLLM load: GPT2LMHeadModel computes the same log-likelihoods (tests/test_hf_gpt2.py)."""
+    parser = _parser("export", export_main)
+    parser.add_argument("--ckpt", required=True, help="mixalign checkpoint (.ckpt)")
+    parser.add_argument("--out", required=True, help="directory to write (absent or empty)")
+    cfg = parser.parse_args(args)
+    model, tokenizer_json = load_gpt(cfg.ckpt)
+    if tokenizer_json is None:
+        raise MixalignError(f"{cfg.ckpt}: no tokenizer is stored with this checkpoint, so it cannot be exported whole")
+    save_hf_gpt2(model, tokenizer_json, EOT, cfg.out)
+    print(f"written: {cfg.out} (transformers.AutoModelForCausalLM.from_pretrained reads it)")
+
+
 @dataclass(frozen=True)
 class Subcommand:
     main: Callable[[list[str]], None]
@@ -258,4 +276,5 @@ SUBCOMMANDS = {
     "kl": Subcommand(kl_main, "A B [...]: vector distance, exact KL, (--mc N) Monte Carlo KL between models"),
     "textset": Subcommand(textset_main, "--config C --out T.jsonl.zst: a held-out text set from the config's data"),
     "sample": Subcommand(sample_main, "--model M [--prompt P]: text from a model (temperature, top_k, seed)"),
+    "export": Subcommand(export_main, "--ckpt X --out DIR: a checkpoint as a Hugging Face GPT-2 directory"),
 }

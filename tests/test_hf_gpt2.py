@@ -8,13 +8,14 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, mixalign, reported_metric, tiny
+from conftest import REPO, TINY, mixalign, reported_metric, tiny
 
+from mixalign.cli import main
 from mixalign.data.tokenizer import EOT, load_tokenizer
 from mixalign.errors import MixalignError
 from mixalign.llvec.models import load_model, model_from_gpt
 from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset
-from mixalign.model.checkpoint import load_gpt
+from mixalign.model.checkpoint import gpt_from_checkpoint, load_gpt
 from mixalign.model.module import NanoGPTModule
 
 transformers = pytest.importorskip("transformers")
@@ -94,3 +95,64 @@ def test_fit_starts_from_and_distills_toward_a_gpt2_directory(hf_dir, tmp_path, 
     (kl,) = re.findall(r"SUMMARY: step 0 -> 4; KL to target, exact on the text set: model->target -?0\.0000 -> "
                        r"(\d\.\d+), target->model -?0\.0000", out.stdout)
     assert float(kl) < 0.001
+
+
+BASE = REPO / "checkpoints" / "base.ckpt"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The shipped base checkpoint through `mixalign export`."""
+    out = tmp_path_factory.mktemp("export") / "base-hf"
+    main(["export", "--ckpt", str(BASE), "--out", str(out)])
+    return out
+
+
+def test_an_exported_checkpoint_scores_through_transformers_as_in_mixalign(exported):
+    textset = subset_textset(load_textset(resolve_textset("demo")), 16)
+    ours = load_model(BASE).score(textset)
+    theirs = load_model(exported).score(textset)  # a Hugging Face directory: scored through transformers
+    assert theirs.n_windowed > 0 and ours.n_windowed == theirs.n_windowed  # long texts: windows on both sides
+    np.testing.assert_allclose(theirs.values, ours.values, atol=1e-4, rtol=0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(exported, local_files_only=True)
+    config = transformers.AutoConfig.from_pretrained(exported, local_files_only=True)
+    assert isinstance(tokenizer, transformers.PreTrainedTokenizerFast) and tokenizer.eos_token == EOT
+    assert tokenizer.eos_token_id == config.eos_token_id == tokenizer.convert_tokens_to_ids(EOT)
+    again, _ = load_gpt(exported)  # and back: init_from reads the exported directory as the same weights
+    base, _ = gpt_from_checkpoint(BASE)
+    for name, value in base.state_dict().items():
+        assert torch.equal(again.state_dict()[name], value), name
+
+
+def test_export_refuses_to_overwrite_and_leaves_nothing_half_written(exported, capsys):
+    before = sorted(p.name for p in exported.iterdir())
+    with pytest.raises(SystemExit, match="2"):
+        main(["export", "--ckpt", str(BASE), "--out", str(exported)])
+    assert f"mixalign: error: {exported}: already exists; give another --out or remove it" in capsys.readouterr().err
+    assert sorted(p.name for p in exported.iterdir()) == before
+    assert before == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_lm_eval_loads_an_exported_checkpoint_and_gets_mixalign_log_likelihoods(exported):
+    """lm-eval's own Hugging Face model (HFLM) on the exported directory: its log p(continuation |
+    context) is what the mixalign model gives for the same tokens."""
+    pytest.importorskip("lm_eval.models.huggingface")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=str(exported), device="cpu", batch_size=1, dtype="float32")
+    pairs = [("In the beginning God created", " the heaven and the earth."), ("def main():", "\n    return 0")]
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)]
+    got = [logprob for logprob, _ in lm.loglikelihood(requests)]
+    model, _ = gpt_from_checkpoint(BASE)
+    ours = load_model(BASE)  # mixalign's own tokenizer of the checkpoint
+    expected = []
+    for context, continuation in pairs:
+        ctx, cont = ours.encode_batch([context, continuation])
+        ids = torch.tensor([ctx + cont])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids[:, :-1]).float(), dim=-1)[0]
+        expected.append(sum(logprobs[len(ctx) - 1 + j, t].item() for j, t in enumerate(cont)))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert min(expected) < -1

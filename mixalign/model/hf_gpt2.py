@@ -1,4 +1,5 @@
-"""GPT-2 weights from a local Hugging Face directory, as a mixalign `GPT` (`model.init_from`, `model.teacher`).
+"""GPT-2 weights from a local Hugging Face directory, as a mixalign `GPT` (`model.init_from`, `model.teacher`),
+and back (`mixalign export`).
 
 Users who continue pretraining GPT-2 start from its published weights. Hugging Face's GPT-2 is
 the same network as `GPT` (pre-LayerNorm blocks, tanh GELU, tied embeddings, biases), stored
@@ -10,9 +11,13 @@ under other names and with its linear layers as `Conv1D` (weights transposed). T
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 
 from mixalign.errors import MixalignError
 from mixalign.model.nanogpt import GPT, GPTConfig
@@ -93,3 +98,64 @@ def hf_tokenizer_json(path: str | Path) -> str | None:
     """The directory's fast tokenizer (tokenizer.json), if it has one."""
     file = Path(path) / "tokenizer.json"
     return file.read_text(encoding="utf-8") if file.is_file() else None
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """`GPT.state_dict()` -> Hugging Face GPT2LMHeadModel names and layouts (the inverse of
+    `our_state_dict`). The tied head is left out, as transformers saves it: `tie_word_embeddings`
+    re-ties it on load."""
+    ours = model.state_dict()
+    state = {f"transformer.{k}": ours[k] for k in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")}
+    for i in range(model.config.n_layer):
+        for theirs, name in OURS.items():
+            for kind in ("weight", "bias"):
+                value = ours[f"blocks.{i}.{name}.{kind}"]
+                state[f"transformer.h.{i}.{theirs}.{kind}"] = value.t() if kind == "weight" and theirs in CONV1D else value
+    return {k: v.detach().float().contiguous().clone() for k, v in state.items()}
+
+
+def hf_gpt2_config_json(config: GPTConfig, eot: int | None) -> dict:
+    """The `config.json` of a GPT2LMHeadModel that computes what `GPT(config)` computes."""
+    if not config.bias:
+        raise MixalignError("a GPT without biases (model.bias: false) has no Hugging Face GPT-2 equivalent")
+    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": config.vocab_size,
+            "n_positions": config.block_size, "n_ctx": config.block_size, "n_embd": config.n_embd,
+            "n_layer": config.n_layer, "n_head": config.n_head, "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+            "tie_word_embeddings": True, "bos_token_id": eot, "eos_token_id": eot, "torch_dtype": "float32"}
+
+
+def save_hf_gpt2(model: GPT, tokenizer_json: str, eot_token: str, out: str | Path) -> Path:
+    """`model` and its tokenizer as a Hugging Face GPT-2 directory (config.json, model.safetensors,
+    tokenizer.json, tokenizer_config.json) that transformers, lm-eval and vLLM load. Written into a
+    temporary sibling and renamed, so `out` is whole or absent; an existing non-empty `out` is refused."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise MixalignError("writing model.safetensors needs the 'safetensors' package (pip install 'mixalign[hf]')") from None
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MixalignError(f"{out}: already exists; give another --out or remove it")
+    eot = Tokenizer.from_str(tokenizer_json).token_to_id(eot_token)
+    if eot is None:
+        raise MixalignError(f"the model's tokenizer has no {eot_token!r} token to mark the end of a text")
+    files = {
+        "config.json": json.dumps(hf_gpt2_config_json(model.config, eot), indent=2),
+        "tokenizer.json": tokenizer_json,
+        "tokenizer_config.json": json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eot_token,
+                                             "bos_token": eot_token, "unk_token": eot_token,
+                                             "model_max_length": model.config.block_size}, indent=2),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        save_file(hf_state_dict(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
