@@ -194,6 +194,10 @@ def weights_main(args: list[str]) -> None:
                             "run's own first steps; run `mixalign fit` (the weights land in the run directory)")
     starts = round_starts(trainer.max_steps, mixture.rounds, 0)
     ranks = weights_ranks(trainer)
+    if ranks.world > 1:  # one process per node tokenizes the data; the others wait and read its cache
+        if trainer.local_rank == 0:
+            cli.datamodule.prepare_data()
+        trainer.strategy.barrier("mixalign weights: data prepared")
     result = align(mixture, cli.model, cli.datamodule, 0, round_end(starts, 0, trainer.max_steps), trainer.max_steps,
                    trainer.gradient_clip_val, device=str(trainer.strategy.root_device),
                    autocast=AUTOCAST.get(str(trainer.precision)), ranks=ranks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -132,6 +133,9 @@ def test_export_refuses_to_overwrite_and_leaves_nothing_half_written(exported, c
     assert sorted(p.name for p in exported.iterdir()) == before
     assert before == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert exported.stat().st_mode & 0o777 == 0o777 & ~umask  # readable as any new directory, not mkdtemp's 0700
 
 
 def test_lm_eval_loads_an_exported_checkpoint_and_gets_mixalign_log_likelihoods(exported):

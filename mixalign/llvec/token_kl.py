@@ -95,6 +95,7 @@ def exact_token_kl(
             owner = batch.text_index[keep.nonzero()[:, 0].cpu().numpy()]
             picked = full_a.gather(1, batch.targets[keep].unsqueeze(1)).squeeze(1)  # over a's whole head, as scoring
             np.add.at(a_logp, owner, picked.to(torch.float64).cpu().numpy())
+            del full_a  # with a padded head, restrict_vocab made a copy: keep one (n, V) block alive, not two
             forward, backward = kl_both_ways(log_a, log_b)
             np.add.at(a_to_b, owner, forward.cpu().numpy())
             np.add.at(b_to_a, owner, backward.cpu().numpy())

@@ -152,6 +152,9 @@ def save_hf_gpt2(model: GPT, tokenizer_json: str, eot_token: str, out: str | Pat
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
         save_file(hf_state_dict(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users' tools
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(staging, out)
