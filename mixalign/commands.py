@@ -251,6 +251,42 @@ def export_main(args: list[str]) -> None:
     print(f"written: {cfg.out} (transformers.AutoModelForCausalLM.from_pretrained reads it)")
 
 
+def eval_main(args: list[str]) -> None:
+    """Downstream task accuracy of the target and other models (mixalign checkpoints or Hugging Face
+    directories) through lm-eval, offline: per task accuracy +- standard error, the gap to the target's
+    accuracy +- paired standard error, and agreement with the target's choices; written as eval.json
+    and eval.png. Needs the eval extra (pip install 'mixalign[eval]')."""
+    from mixalign.downstream import (
+        compare_to_target,
+        evaluate_model,
+        format_report,
+        save_report,
+        task_specs,
+    )
+
+    parser = _parser("eval", eval_main)
+    parser.add_argument("--target", required=True, help="the target model (.ckpt or Hugging Face directory)")
+    parser.add_argument("--models", nargs="+", required=True, help="models to compare with it (base, trained runs)")
+    parser.add_argument("--tasks", nargs="+", default=["demo"],
+                        help="'demo' (all shipped demo tasks), demo_<domain>, task YAML files, or lm-eval task names")
+    parser.add_argument("--include_path", nargs="*", default=None, help="directories of your own lm-eval task YAMLs")
+    parser.add_argument("--limit", type=Optional[int], default=None, help="first N items of each task (a quick look)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--device", default=default_device())
+    parser.add_argument("--out", default="eval", help="directory for eval.json and eval.png")
+    cfg = parser.parse_args(args)
+    specs = {Path(m).stem if Path(m).suffix == ".ckpt" else Path(m).name: m for m in [cfg.target, *cfg.models]}
+    if len(specs) != 1 + len(cfg.models):
+        raise MixalignError("--target and --models: two models have the same name; give them distinct file names")
+    tasks = task_specs(cfg.tasks)
+    results = {name: evaluate_model(spec, tasks, cfg.device, cfg.batch_size, cfg.limit, cfg.include_path)
+               for name, spec in specs.items()}
+    report = compare_to_target(results, next(iter(specs)))
+    print(format_report(report))
+    json_path, png = save_report(report, Path(cfg.out))
+    print(f"written: {json_path}, {png}")
+
+
 @dataclass(frozen=True)
 class Subcommand:
     main: Callable[[list[str]], None]
@@ -277,4 +313,5 @@ SUBCOMMANDS = {
     "textset": Subcommand(textset_main, "--config C --out T.jsonl.zst: a held-out text set from the config's data"),
     "sample": Subcommand(sample_main, "--model M [--prompt P]: text from a model (temperature, top_k, seed)"),
     "export": Subcommand(export_main, "--ckpt X --out DIR: a checkpoint as a Hugging Face GPT-2 directory"),
+    "eval": Subcommand(eval_main, "--target T --models M [...]: downstream task accuracy and gap (lm-eval)"),
 }

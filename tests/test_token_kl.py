@@ -1,12 +1,14 @@
 """Exact token-level KL: against a brute-force double loop, identities, units and per-domain means."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from mixalign.llvec.models import score_and_exact_kl
 from mixalign.llvec.scoring import score_token_ids
 from mixalign.llvec.token_kl import (
     exact_token_kl,
@@ -95,6 +97,23 @@ def test_the_kl_pass_gives_model_a_log_likelihoods_as_scoring_does():
     assert got.a_logp.min() < -1  # real log-likelihoods, not zeros
     swapped = exact_token_kl(distribution(b), distribution(a), ids, 16, VOCAB)
     assert np.abs(swapped.a_logp - got.a_logp).max() > 0.1
+
+
+@pytest.mark.parametrize("target_block", [24, 8])
+def test_one_measurement_gives_scoring_log_likelihoods_and_the_exact_kl(target_block):
+    """What probes and the callback call: the model's log-likelihoods equal scoring's whether the
+    target's context covers the model's (one pass) or not (scored apart, at the model's own
+    context), and the KL is the pair's exact KL at the smaller context."""
+    a, b = tiny_gpt(0, block_size=16), tiny_gpt(1, block_size=target_block)
+    target = SimpleNamespace(distribution_fn=distribution(b), context=target_block, vocab_size=VOCAB)
+    ids = texts(seed=3)
+    scores, kl = score_and_exact_kl(a, target, ids, max_batch_tokens=64)
+    np.testing.assert_allclose(scores.values, score_token_ids(a.token_logprobs, ids, 16).values, rtol=1e-6, atol=1e-5)
+    direct = exact_token_kl(distribution(a), distribution(b), ids, min(16, target_block), VOCAB)
+    np.testing.assert_allclose(kl.a_to_b, direct.a_to_b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(kl.b_to_a, direct.b_to_a, rtol=1e-5, atol=1e-6)
+    alone, none = score_and_exact_kl(a, None, ids)
+    assert none is None and np.allclose(alone.values, scores.values, atol=1e-5)
 
 
 def test_identical_models_give_zero_and_bos_scores_every_token():

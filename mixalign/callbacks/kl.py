@@ -31,17 +31,17 @@ from mixalign.llvec.models import (
     load_model,
     model_from_gpt,
     model_vector,
+    score_and_exact_kl,
 )
 from mixalign.llvec.montecarlo import monte_carlo_kl
 from mixalign.llvec.plots import save_model_map
-from mixalign.llvec.scoring import score_gpt
 from mixalign.llvec.textset import (
     TextSet,
     load_textset,
     resolve_textset,
     subset_textset,
 )
-from mixalign.llvec.token_kl import exact_token_kl, mean_kl, per_domain_kl
+from mixalign.llvec.token_kl import mean_kl, per_domain_kl
 from mixalign.llvec.vectors import (
     LogLikelihoodVector,
     check_same_textset,
@@ -189,27 +189,16 @@ class LogLikelihoodKL(L.Callback):
         return out
 
     def _passes(self, trainer, pl_module, target: LanguageModel | None):
-        """(per-text log-likelihoods, per-text exact KL both ways or None). With an exact target the
-        KL pass also gives the log-likelihoods, when it saw each text as scoring would (the target's
-        context at least the model's): one pass over the texts instead of two."""
-        model = pl_module.model
-        block = model.config.block_size
+        """(per-text log-likelihoods, per-text exact KL both ways or None), in one pass over the texts
+        where the target allows (`score_and_exact_kl`), each rank taking its share."""
 
-        def score(mine):
-            return [score_gpt(model, [self.token_ids[i] for i in mine], self.max_batch_tokens).values]
+        def measure(mine):
+            scores, kl = score_and_exact_kl(pl_module.model, target, [self.token_ids[i] for i in mine],
+                                            self.max_batch_tokens)
+            return [scores.values] + ([kl.a_to_b, kl.b_to_a] if kl is not None else [])
 
-        if target is None:
-            return self._sharded(trainer, pl_module, score)[0], None
-
-        def exact(mine):
-            kl = exact_token_kl(model.next_token_logprobs, target.distribution_fn, [self.token_ids[i] for i in mine],
-                                min(block, target.context), target.vocab_size, max_batch_tokens=self.max_batch_tokens,
-                                device=pl_module.device)
-            return kl.a_to_b, kl.b_to_a, kl.a_logp
-
-        a_to_b, b_to_a, a_logp = self._sharded(trainer, pl_module, exact)
-        values = a_logp if target.context >= block else self._sharded(trainer, pl_module, score)[0]
-        return values, (a_to_b, b_to_a)
+        values, *pair = self._sharded(trainer, pl_module, measure)
+        return values, (tuple(pair) or None)
 
     def _exact_metrics(self, per_text_pair: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         metrics = {}

@@ -25,8 +25,11 @@ from mixalign.llvec.scoring import (
     ScoreResult,
     default_head_rows,
     gpt_logprob_fn,
+    score_from_sums,
+    score_gpt,
     score_token_ids,
 )
+from mixalign.llvec.token_kl import TokenKL, exact_token_kl
 from mixalign.model.checkpoint import gpt_from_checkpoint
 from mixalign.model.nanogpt import GPT, KVCache, target_logprobs
 
@@ -73,6 +76,21 @@ class LanguageModel:
             self.logprob_fn, self.encode_batch(texts), self.context, bos_id=self.bos_id,
             max_batch_tokens=max_batch_tokens, device=self.device, progress=progress,
         )
+
+
+def score_and_exact_kl(model: GPT, target: LanguageModel | None, token_ids: Sequence[Sequence[int]],
+                       max_batch_tokens: int | None = None) -> tuple[ScoreResult, TokenKL | None]:
+    """The model's log-likelihoods of the texts and, with a target sharing its tokenizer, the exact
+    KL both ways (a_to_b: model -> target). The KL pass gives the log-likelihoods too when it saw each
+    text as scoring would (the target's context at least the model's): then one pass, not two."""
+    if target is None:
+        return score_gpt(model, token_ids, max_batch_tokens), None
+    context = model.config.block_size
+    kl = exact_token_kl(model.next_token_logprobs, target.distribution_fn, token_ids, min(context, target.context),
+                        target.vocab_size, max_batch_tokens=max_batch_tokens, device=next(model.parameters()).device)
+    if target.context >= context:
+        return score_from_sums(kl.a_logp, kl.positions, context), kl
+    return score_gpt(model, token_ids, max_batch_tokens), kl
 
 
 def shares_tokenizer(a: LanguageModel, b: LanguageModel) -> bool:

@@ -25,10 +25,9 @@ import torch
 from mixalign.data.sampling import MixtureBatches
 from mixalign.errors import DataError
 from mixalign.io import atomic_path
-from mixalign.llvec.models import shared_model
-from mixalign.llvec.scoring import score_from_sums, score_gpt
+from mixalign.llvec.models import score_and_exact_kl, shared_model
 from mixalign.llvec.textset import TextSet
-from mixalign.llvec.token_kl import TokenKL, exact_token_kl
+from mixalign.llvec.token_kl import TokenKL
 from mixalign.llvec.vectors import (
     LogLikelihoodVector,
     load_vector,
@@ -177,16 +176,8 @@ def run_probe(job: ProbeJob) -> ProbeResult:
     model.load_state_dict(job.base_state)
     train_steps(model.to(device), job.batches, job.settings, job.autocast)
     with _autocast(device, job.autocast):
-        exact, context = None, job.config.block_size
-        if job.target:
-            target = shared_model(job.target, job.device)
-            exact = exact_token_kl(model.next_token_logprobs, target.distribution_fn, job.token_ids,
-                                   min(context, target.context), target.vocab_size,
-                                   max_batch_tokens=job.max_batch_tokens, device=device)
-        if exact is not None and target.context >= context:  # the KL pass scored every text as scoring would
-            scores = score_from_sums(exact.a_logp, exact.positions, context)
-        else:
-            scores = score_gpt(model, job.token_ids, job.max_batch_tokens)
+        target = shared_model(job.target, job.device) if job.target else None
+        scores, exact = score_and_exact_kl(model, target, job.token_ids, job.max_batch_tokens)
         vector = vector_from_scores(scores, job.textset, f"probe {job.name}, {job.settings.steps} steps",
                                     meta={"probe": job.name, "settings": asdict(job.settings)})
     result = ProbeResult(vector, exact)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import torch
@@ -147,14 +147,12 @@ def save_hf_gpt2(model: GPT, tokenizer_json: str, eot_token: str, out: str | Pat
                                              "model_max_length": model.config.block_size}, indent=2),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+    staging.mkdir()  # the umask's mode, as `out` would get
     try:
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
         save_file(hf_state_dict(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users' tools
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(staging, out)
