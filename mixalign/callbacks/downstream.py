@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from mixalign.downstream import (
     compare_to_target,
@@ -46,8 +47,10 @@ class DownstreamEval(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        if trainer.is_global_zero:
-            metrics = self._evaluate(trainer, pl_module)
-            if trainer.logger is not None:
-                trainer.logger.log_metrics(metrics, step=trainer.global_step)
+        # Under FSDP the export needs the whole weights (a collective: every rank enters); elsewhere a no-op.
+        with FSDP.summon_full_params(trainer.strategy.model, writeback=False):
+            if trainer.is_global_zero:
+                metrics = self._evaluate(trainer, pl_module)
+                if trainer.logger is not None:
+                    trainer.logger.log_metrics(metrics, step=trainer.global_step)
         trainer.strategy.barrier("mixalign-downstream")
