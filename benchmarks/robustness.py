@@ -19,6 +19,7 @@ per text, bits/byte) is compared with uniform's, paired over the texts. The gap 
 
     python benchmarks/robustness.py --write        # 8 targets x 200 steps: about 60 min on 2 cores
     python benchmarks/robustness.py --quick        # 2 targets x 30 steps: a smoke run (minutes)
+    python benchmarks/robustness.py --seed 2027 --resume   # an interrupted draw: runs the targets it lacks
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Bench:
         self.dm = PileMixtureDataModule(**{**data, "cache_dir": cache_dir})
         self.dm.prepare_data()
         self.dm.setup("fit")
-        self.base, self.checkpoint = gpt_from_checkpoint(REPO / self.config["model"]["init_from"])
+        self.base, self.checkpoint = gpt_from_checkpoint(REPO / "configs" / self.config["model"]["init_from"])
         self.base_state = {k: v.clone() for k, v in self.base.state_dict().items()}
         model = self.config["model"]
         self.hp = SimpleNamespace(learning_rate=model["learning_rate"], min_lr=model["min_lr"],
@@ -274,6 +275,8 @@ def main() -> None:
     parser.add_argument("--min-gain", type=float, default=None,
                         help="try another mixture.min_gain than configs/pile.yaml's (results saved apart)")
     parser.add_argument("--write", action="store_true", help="fill BENCHMARKS.md's ROBUSTNESS section")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the targets already in this draw's saved results and run the rest")
     parser.add_argument("--render", action="store_true",
                         help="no runs: fill BENCHMARKS.md's section from the saved results/robustness.json")
     args = parser.parse_args()
@@ -286,16 +289,20 @@ def main() -> None:
     bench = Bench(args.cache_dir, args.steps, args.n_texts, args.min_gain)
     alphas = [float(a) for a in args.alphas.split(",")]
     rng = np.random.default_rng(args.seed)
-    rows = []
     name = result_name(args)
+    draw = {"steps": args.steps, "n_texts": args.n_texts, "alphas": alphas, "seed": args.seed,
+            "min_gain": bench.config["mixture"]["min_gain"], "quick": args.quick}
+    rows, minutes_before = saved_rows(name, draw) if args.resume else ([], 0.0)
+    meta = {**draw, "minutes": minutes_before, "machine": machine(), "complete": len(rows) >= args.targets}
     with tempfile.TemporaryDirectory(prefix="mixalign-robustness-") as work:
         uniform_model = bench.train(np.full(len(bench.dm.domains), 1 / len(bench.dm.domains)), MAIN_SEED)
         for i in range(args.targets):
+            if i < len(rows):  # kept from the saved run: draw its mixture anyway, so later targets match
+                check_draw(rows[i], rng.dirichlet(np.full(len(bench.dm.domains), alphas[i % len(alphas)])))
+                continue
             rows.append(run_target(bench, i, alphas[i % len(alphas)], rng, Path(work), uniform_model))
             print(f"target {i}: {rows[-1]['chosen']} {rows[-1]['exact_kl']}", flush=True)
-            meta = {"steps": args.steps, "n_texts": args.n_texts, "alphas": alphas, "seed": args.seed,
-                    "min_gain": bench.config["mixture"]["min_gain"],
-                    "minutes": (time.time() - start) / 60, "machine": machine(), "quick": args.quick,
+            meta = {**draw, "minutes": minutes_before + (time.time() - start) / 60, "machine": machine(),
                     "complete": i + 1 == args.targets}
             write_result(name, {"meta": meta, "summary": summarize(rows), "targets": rows})  # after every target
     summary = summarize(rows)
@@ -306,6 +313,24 @@ def main() -> None:
     print(text)
     if args.write and name == "robustness":
         publish({"meta": meta, "summary": summary, "targets": rows})
+
+
+def saved_rows(name: str, draw: dict) -> tuple[list[dict], float]:
+    """The targets of an interrupted run of the same draw, and the minutes it took."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return [], 0.0
+    saved = json.loads(path.read_text())
+    differs = {k: (saved["meta"].get(k), v) for k, v in draw.items() if saved["meta"].get(k) != v}
+    if differs:
+        sys.exit(f"--resume: {path} is another draw (saved, asked): {differs}")
+    return saved["targets"], saved["meta"]["minutes"]
+
+
+def check_draw(row: dict, own: np.ndarray) -> None:
+    """A kept target's mixture must be the one this seed draws, or the resumed rows would mix draws."""
+    if not np.allclose(list(row["own_mixture"].values()), own.round(4), atol=1e-4):
+        raise RuntimeError(f"target {row['target']}: saved mixture {row['own_mixture']} is not this seed's draw")
 
 
 def result_name(args) -> str:

@@ -27,6 +27,7 @@ from mixalign.mixture.aligned import align, write_weights
 from mixalign.mixture.probes import ONE_PROCESS, Ranks, gather_objects
 from mixalign.mixture.rounds import round_end, round_starts
 from mixalign.model.module import NanoGPTModule
+from mixalign.paths import anchored
 
 LOGS = "lightning_logs"
 
@@ -72,7 +73,9 @@ class MixalignCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
-        """An unset precision becomes bf16-mixed on a bf16 GPU; `--ckpt_path last` finds this run's last.ckpt."""
+        """Paths become absolute strings; an unset precision becomes bf16-mixed on a bf16 GPU;
+        `--ckpt_path last` finds this run's last.ckpt."""
+        anchored(self.config)  # relative paths were resolved from the directory of the config naming them
         config = self._subcommand_config()
         trainer = config["trainer"]
         if trainer.get("precision") is None:

@@ -11,6 +11,7 @@ items on which the model chooses what the target chooses). Nothing is fetched: t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -91,6 +92,15 @@ def _chosen(samples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return chosen, np.array([int(s["target"]) for s in samples])
 
 
+@functools.lru_cache(maxsize=4)
+def _task_manager(include_path: tuple[str, ...] | None):
+    """One lm-eval TaskManager per include path and process: indexing lm-eval's task tree takes
+    tens of seconds, and a DownstreamEval callback evaluates at every validation."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(include_path) if include_path else None, verbosity="WARNING")
+
+
 def evaluate_directory(hf_dir: Path, tasks: list[str | dict], device: str, batch_size: int, limit: int | None,
                        include_path: list[str] | None = None) -> dict[str, dict]:
     """Per task: the chosen and the gold choice of every item (lm-eval's acc is their agreement)."""
@@ -99,12 +109,11 @@ def evaluate_directory(hf_dir: Path, tasks: list[str | dict], device: str, batch
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
     except ImportError:
         raise MixalignError(f"downstream evaluation needs lm-eval ({EVAL_EXTRA_HINT})") from None
     lm = HFLM(pretrained=str(hf_dir), device=device, batch_size=batch_size, dtype="float32")
     out = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=limit, log_samples=True, verbosity="WARNING",
-                                  task_manager=TaskManager(include_path=include_path, verbosity="WARNING"),
+                                  task_manager=_task_manager(tuple(include_path) if include_path else None),
                                   bootstrap_iters=0)
     results = {}
     for task, samples in out["samples"].items():

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import DEMO_DOMAINS, mixalign, reported_metric, scalars, tiny
+import yaml
+from conftest import DEMO_DOMAINS, REPO, mixalign, reported_metric, scalars, tiny
+
+from mixalign.cli import MixalignCLI
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +90,36 @@ def test_prepare_subcommand(tmp_path, demo_cache):
     assert "prepared data:" in out
     for domain in DEMO_DOMAINS:
         assert domain in out
+
+
+def test_config_paths_resolve_from_the_config_file(tmp_path, monkeypatch, capsys):
+    """A config's relative paths are read from its own directory, one typed on the command line
+    from the current directory; what is saved from the config names absolute paths."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    for folder in (project / "configs", project / "models", elsewhere):
+        folder.mkdir(parents=True)
+    shutil.copy(REPO / "checkpoints" / "base.ckpt", project / "models" / "base.ckpt")
+    shutil.copy(REPO / "checkpoints" / "target.npz", project / "models" / "target.npz")
+    shutil.copy(REPO / "mixalign" / "assets" / "textsets" / "demo.jsonl.zst", elsewhere / "texts.jsonl.zst")
+    config = yaml.safe_load((REPO / "configs" / "pile.yaml").read_text())
+    config["model"]["init_from"] = "../models/base.ckpt"
+    config["mixture"]["target"] = "../models/target.npz"
+    (project / "configs" / "run.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(elsewhere)
+
+    cli = MixalignCLI(args=["--config", "../project/configs/run.yaml", "--mixture.textset", "texts.jsonl.zst",
+                            "--out", "w.yaml"], run=False, command="weights")
+    mixture, kl = cli.config_init["mixture"], cli.config_init["kl"]
+    assert Path(mixture.target).resolve() == Path(kl.target).resolve() == project / "models" / "target.npz"
+    assert Path(mixture.textset).resolve() == elsewhere / "texts.jsonl.zst"  # typed here: from here
+    assert isinstance(cli.model.hparams.init_from, str) and Path(cli.model.hparams.init_from).is_absolute()
+    assert Path(cli.model.hparams.init_from).resolve() == project / "models" / "base.ckpt"
+    saved = yaml.safe_load(cli.parser.dump(cli.config))  # the run's config.yaml is this dump
+    assert Path(saved["model"]["init_from"]).is_absolute() and Path(saved["mixture"]["target"]).is_absolute()
+
+    config["mixture"]["target"] = "models/target.npz"  # right from the project root, wrong from configs/
+    (project / "configs" / "cwd.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(project)
+    with pytest.raises(SystemExit):
+        MixalignCLI(args=["--config", "configs/cwd.yaml", "--out", "w.yaml"], run=False, command="weights")
+    assert 'key "mixture.target"' in capsys.readouterr().err

@@ -63,10 +63,10 @@ def test_export_keeps_only_what_inference_needs(tmp_path):
 
 
 def test_pile_yaml_passes_print_config(tmp_path):
-    printed = mixalign("fit", "--config", str(PILE), "--print_config", cwd=REPO).stdout
+    printed = mixalign("fit", "--config", str(PILE), "--print_config", cwd=REPO).stdout  # paths as written
     config = yaml.safe_load(printed)
-    assert config["model"]["init_from"] == "checkpoints/base.ckpt" and config["data"]["weights"] == "aligned"
-    assert config["mixture"]["target"] == "checkpoints/target.ckpt" and "target" not in config["kl"]  # linked from it
+    assert config["model"]["init_from"] == "../checkpoints/base.ckpt" and config["data"]["weights"] == "aligned"
+    assert config["mixture"]["target"] == "../checkpoints/target.ckpt" and "target" not in config["kl"]  # linked from it
     assert config["mixture"]["selection"] == "measured" and config["kl"]["exact_kl"] is True
 
 

@@ -11,6 +11,7 @@ from mixalign.downstream import (
     evaluate_model,
     task_specs,
 )
+from mixalign.paths import InputPath, plain
 
 
 class DownstreamEval(L.Callback):
@@ -26,10 +27,10 @@ class DownstreamEval(L.Callback):
         include_path: directories of your own lm-eval task YAMLs.
     """
 
-    def __init__(self, target: str, tasks: list[str] | None = None, limit: int | None = None, batch_size: int = 16,
-                 include_path: list[str] | None = None):
-        self.target, self.tasks, self.limit = target, tasks or ["demo"], limit
-        self.batch_size, self.include_path = batch_size, include_path
+    def __init__(self, target: InputPath, tasks: list[InputPath | str] | None = None, limit: int | None = None,
+                 batch_size: int = 16, include_path: list[InputPath] | None = None):
+        self.target, self.tasks, self.limit = plain(target), plain(tasks or ["demo"]), limit
+        self.batch_size, self.include_path = batch_size, plain(include_path)
         self._target_results: dict | None = None
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:

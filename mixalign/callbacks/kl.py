@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -48,6 +49,7 @@ from mixalign.llvec.vectors import (
     load_vector,
     save_vector,
 )
+from mixalign.paths import InputPath, plain
 
 LLVEC = "val/llvec_distance"
 EXACT = "val/exact_kl"
@@ -86,8 +88,8 @@ class LogLikelihoodKL(L.Callback):
 
     def __init__(
         self,
-        target: str | None = None,
-        textset: str = "demo",
+        target: InputPath | None = None,
+        textset: Literal["demo"] | InputPath = "demo",
         n_texts: int | None = None,
         exact_kl: bool = True,
         mc_samples: int = 0,
@@ -98,8 +100,8 @@ class LogLikelihoodKL(L.Callback):
     ):
         if mc_samples < 0:
             raise MixalignError(f"LogLikelihoodKL.mc_samples must be >= 0, got {mc_samples}")
-        self.target = target
-        self.textset_spec = textset
+        self.target = plain(target)
+        self.textset_spec = plain(textset)
         self.n_texts = n_texts
         self.exact_kl = exact_kl
         self.mc_samples = mc_samples

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Literal, Mapping
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from mixalign.assets import SHIPPED_TOKENIZERS
 from mixalign.data.prepare import PrepareConfig, PreparedData, SplitTokens, prepare
 from mixalign.data.sampling import BatchIndices, FixedWindows, MixtureBatches
 from mixalign.data.tokenizer import load_tokenizer, vocabulary_id
 from mixalign.data.weights import resolve_weights
 from mixalign.errors import DataError
 from mixalign.mixture.rounds import WeightSchedule
+from mixalign.paths import InputPath, plain
 
 ALIGNED = "aligned"  # data.weights value: computed from mixture.target before (and during) training
 
@@ -24,6 +26,7 @@ class PileMixtureDataModule(L.LightningDataModule):
 
     Args:
         source: shard file(s), directory, glob, a saved HF dataset, or ``demo`` (the shipped corpus).
+            Paths in a config file are relative to that file; a glob is matched from the current directory.
         tokenizer: shipped tokenizer name (``gpt2``, ``demo-4k``) or path to a ``tokenizer.json``;
             ``null`` trains a byte-level BPE of ``bpe_vocab_size`` on the training documents.
         bpe_vocab_size: vocabulary of the BPE to train when ``tokenizer`` is null.
@@ -46,11 +49,11 @@ class PileMixtureDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        source: str | list[str] = "demo",
-        tokenizer: str | None = "demo-4k",
+        source: Literal["demo"] | InputPath | list[InputPath] | str = "demo",
+        tokenizer: Literal[SHIPPED_TOKENIZERS] | InputPath | None = "demo-4k",
         bpe_vocab_size: int | None = None,
         domains: list[str] | None = None,
-        weights: str | Mapping[str, float] = "uniform",
+        weights: Literal["aligned", "uniform", "natural"] | Mapping[str, float] | InputPath = "uniform",
         block_size: int = 256,
         batch_size: int = 16,
         val_fraction: float = 0.1,
@@ -70,6 +73,7 @@ class PileMixtureDataModule(L.LightningDataModule):
             raise DataError("data: set either data.tokenizer or data.bpe_vocab_size (to train a BPE)")
         if tokenizer is not None and bpe_vocab_size is not None:
             raise DataError("data: set only one of data.tokenizer and data.bpe_vocab_size")
+        source, tokenizer, weights = plain(source), plain(tokenizer), plain(weights)
         self.save_hyperparameters()
         self.config = PrepareConfig(
             source=source,

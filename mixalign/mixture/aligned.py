@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from mixalign.mixture.solvers import (
 )
 from mixalign.model.module import lr_at
 from mixalign.model.nanogpt import GPT
+from mixalign.paths import InputPath, plain, shown_path
 
 SOLVERS = ("direction", "distance")
 PRIORS = ("uniform", "natural")
@@ -87,8 +89,8 @@ class MixtureConfig:
             only in their training data order share one set of probes).
     """
 
-    target: str | None = None
-    textset: str = "demo"
+    target: InputPath | None = None
+    textset: Literal["demo"] | InputPath = "demo"
     n_texts: int | None = None
     probe_steps: int = 40
     probe_learning_rate: float | None = None
@@ -105,6 +107,7 @@ class MixtureConfig:
     seed: int = 1337
 
     def __post_init__(self):
+        self.target, self.textset = plain(self.target), plain(self.textset)
         for name, allowed in (("solver", SOLVERS), ("prior", PRIORS), ("selection", SELECTIONS)):
             if getattr(self, name) not in allowed:
                 raise MixalignError(f"mixture.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -402,8 +405,8 @@ def _provenance(config: MixtureConfig, ctx: ProbeContext, domain_settings, candi
     """What determined these weights, with the target and text set as the user named them."""
     return {
         "base_fingerprint": ctx.fingerprint,
-        "target": config.target,
-        "textset": config.textset,
+        "target": shown_path(config.target),
+        "textset": shown_path(config.textset),
         "textset_hash": ctx.textset.hash,
         "n_texts": len(ctx.textset),
         "data_key": ctx.datamodule.data.manifest["key"],

@@ -14,6 +14,7 @@ from mixalign.data.tokenizer import vocabulary_id
 from mixalign.errors import MixalignError
 from mixalign.model.checkpoint import load_gpt
 from mixalign.model.nanogpt import GPT, GPTConfig, distillation_loss
+from mixalign.paths import InputPath, plain
 
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -97,14 +98,15 @@ class NanoGPTModule(L.LightningModule):
         lr_decay_steps: int | None = None,
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
-        init_from: str | None = None,
-        teacher: str | None = None,
+        init_from: InputPath | None = None,
+        teacher: InputPath | None = None,
         distill_alpha: float = 0.5,
         distill_temperature: float = 1.0,
         compile: bool = False,
         fused_adamw: bool | None = None,
     ):
         super().__init__()
+        init_from, teacher = plain(init_from), plain(teacher)
         self.save_hyperparameters()
         self.config = GPTConfig(n_layer, n_head, n_embd, block_size, vocab_size, bias, dropout)
         self.model = GPT(self.config)
