@@ -1,10 +1,12 @@
-"""Rebuild the demo checkpoints from their configs (not run by CI; about 30 min on 2 CPU cores).
+"""Rebuild the demo checkpoints from their configs (not run by CI; about 35 min on 2 CPU cores).
 
-    python scripts/build_demo_checkpoints.py            # trains base and target, then exports
-    python scripts/build_demo_checkpoints.py --skip-training --base RUN.ckpt --target RUN.ckpt
+    python scripts/build_demo_checkpoints.py            # trains base, then target and near; exports each
+    python scripts/build_demo_checkpoints.py --skip-training --base RUN.ckpt --target RUN.ckpt --near RUN.ckpt
+    python scripts/build_demo_checkpoints.py --only near   # retrain one model (near continues the shipped base)
 
-Writes checkpoints/base.ckpt, checkpoints/target.ckpt (slim: weights, hyper-parameters, tokenizer)
-and checkpoints/target.npz (the target's log-likelihood vector on the shipped demo text set).
+Writes checkpoints/{base,target,near}.ckpt (slim: weights, hyper-parameters, tokenizer) and
+checkpoints/{target,near}.npz (the targets' log-likelihood vectors on the shipped demo text set).
+The base is exported before the others train: `near` (configs/near.yaml) continues it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from mixalign.model.checkpoint import export_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "checkpoints"
+MODELS = ("base", "target", "near")  # in training order
+TARGETS = ("target", "near")
 
 
 def train(name: str, work: Path) -> Path:
@@ -36,18 +40,18 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="export the given run checkpoints only")
     parser.add_argument("--base", help="with --skip-training: the base run's checkpoint")
     parser.add_argument("--target", help="with --skip-training: the target run's checkpoint")
+    parser.add_argument("--near", help="with --skip-training: the near target run's checkpoint")
+    parser.add_argument("--only", choices=MODELS, help="train and export this model only")
     args = parser.parse_args()
-    if args.skip_training:
-        runs = {"base": Path(args.base), "target": Path(args.target)}
-    else:
-        runs = {name: train(name, Path(args.work)) for name in ("base", "target")}
-    for name, run in runs.items():
+    for name in [args.only] if args.only else MODELS:
+        run = Path(getattr(args, name)) if args.skip_training else train(name, Path(args.work))
         print(f"{name}: {run} -> {export_checkpoint(run, OUT / f'{name}.ckpt')}")
-    subprocess.run(
-        [sys.executable, "-m", "mixalign", "score", "--model", str(OUT / "target.ckpt"), "--textset", "demo",
-         "--out", str(OUT / "target.npz")],
-        check=True,
-    )
+        if name in TARGETS:
+            subprocess.run(
+                [sys.executable, "-m", "mixalign", "score", "--model", str(OUT / f"{name}.ckpt"), "--textset", "demo",
+                 "--out", str(OUT / f"{name}.npz")],
+                check=True,
+            )
 
 
 if __name__ == "__main__":

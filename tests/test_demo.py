@@ -22,7 +22,7 @@ CHECKPOINTS = REPO / "checkpoints"
 
 @pytest.mark.parametrize(
     "name, layers, width, context",
-    [("base", 4, 128, 128), ("target", 6, 192, 256)],
+    [("base", 4, 128, 128), ("target", 6, 192, 256), ("near", 4, 128, 128)],
 )
 def test_shipped_checkpoints_load(name, layers, width, context):
     model, checkpoint = gpt_from_checkpoint(CHECKPOINTS / f"{name}.ckpt")
@@ -31,11 +31,22 @@ def test_shipped_checkpoints_load(name, layers, width, context):
     assert "optimizer_states" not in checkpoint  # slim: inference and continued training only
 
 
-def test_shipped_target_vector_is_on_the_demo_text_set():
-    vector = load_vector(CHECKPOINTS / "target.npz")
+@pytest.mark.parametrize("name", ["target", "near"])
+def test_shipped_target_vector_is_on_the_demo_text_set(name):
+    vector = load_vector(CHECKPOINTS / f"{name}.npz")
     textset = load_textset("demo")
     assert vector.textset_hash == textset.hash and len(vector.values) == len(textset) == 1000
     assert vector.values.dtype.name == "float64" and (vector.values < 0).all()
+
+
+def test_near_target_is_the_base_continued_on_its_published_mixture():
+    base, _ = gpt_from_checkpoint(CHECKPOINTS / "base.ckpt")
+    near, checkpoint = gpt_from_checkpoint(CHECKPOINTS / "near.ckpt")
+    published = yaml.safe_load((REPO / "configs" / "near.yaml").read_text())["data"]["weights"]
+    assert published == yaml.safe_load((REPO / "configs" / "target.yaml").read_text())["data"]["weights"]
+    assert checkpoint["hyper_parameters"]["init_from"].endswith("checkpoints/base.ckpt")
+    moved = [float((a - b).norm() / b.norm()) for a, b in zip(near.parameters(), base.parameters())]
+    assert 0 < min(moved) and max(moved) < 0.5  # continued, not retrained: every tensor moved a little
 
 
 def test_init_from_checkpoint_of_another_architecture_is_a_clear_error():
@@ -66,7 +77,7 @@ def test_pile_yaml_passes_print_config(tmp_path):
     printed = mixalign("fit", "--config", str(PILE), "--print_config", cwd=REPO).stdout  # paths as written
     config = yaml.safe_load(printed)
     assert config["model"]["init_from"] == "../checkpoints/base.ckpt" and config["data"]["weights"] == "aligned"
-    assert config["mixture"]["target"] == "../checkpoints/target.ckpt" and "target" not in config["kl"]  # linked from it
+    assert config["mixture"]["target"] == "../checkpoints/near.ckpt" and "target" not in config["kl"]  # linked from it
     assert config["mixture"]["selection"] == "measured" and config["kl"]["exact_kl"] is True
 
 
