@@ -1,17 +1,26 @@
-"""The headline experiment: from the demo `base`, which mixture brings it closest to a target?
+"""The headline experiment: from the demo `base` (or a random model), which mixture brings it closest to a target?
 
-Every method trains the base for the same steps (equal token budgets) with several seeds, logging
-the exact token-level KL to the target in both directions (bits/byte) and the log-likelihood-vector
-distance (the papers' measure, under its own name) at every validation. Methods: uniform, natural,
-aligned-direction, aligned-distance, aligned with rounds, knowledge distillation (KD, one untuned
-setting: alpha 0.5, T 1), and own-mixture (the target's training mixture). Targets: `near` (the
-base continued on a skewed mixture, configs/near.yaml) or `far` (another model, configs/target.yaml).
-"Below uniform in every seed" is judged on exact KL model->target. Writes
-<out>/headline-<target>.{md,json,png} and, into benchmarks/results, README's HEADLINE_<TARGET>
-section.
+Every method trains for the same steps (equal token budgets) with several seeds (`data.seed`: the
+training data order; the probes have their own seed), and is measured against the target by exact
+token-level KL in both directions (bits/byte; "below uniform in every seed" is judged on it), a
+Monte Carlo KL at the end, the log-likelihood-vector distance (the papers' measure, under its own
+name) and the per-domain val-loss distance. Methods:
+  uniform, natural, own-mixture (the target's training mixture, known for the demo targets);
+  aligned (the product's default: the paper's direction solver, then measured candidates incl. the
+    kl-softmin mixtures that aim at exact KL); paper-direction, paper-distance, paper-rounds (the
+    paper's solvers, their solution used as solved);
+  kd (distillation from the target on uniform data; alpha and T tuned on a grid, best reported);
+  random-best (the best of 20 Dirichlet(1) mixtures: the empirical best fixed mixture at this budget).
+The grid and the random search are run on a tuning data order (seed 0) that the table does not
+report, then the winner is rerun on the table's seeds. Settings: `continued` (configs/pile.yaml,
+from the base) and `scratch` (configs/scratch.yaml, from random initialisation). Writes
+<out>/headline-<target>[-scratch].{md,json,png} and -map.png, and README's HEADLINE_* section when
+<out> is benchmarks/results. Finished runs are kept under <out>/runs and reused by a rerun.
 
-    python benchmarks/headline.py --target near    # 3 seeds, 150 steps
-    python benchmarks/headline.py --target far --seeds 1 --steps 50 --out /tmp/headline   # a quick look
+    python benchmarks/headline.py --target near --downstream     # continued pretraining, 3 seeds
+    python benchmarks/headline.py --target far
+    python benchmarks/headline.py --target near --setting scratch --no-search
+    python benchmarks/headline.py --quick --out /tmp/headline     # tiny sizes, one seed: the test runs this
 """
 
 from __future__ import annotations
@@ -19,9 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,159 +44,350 @@ sys.path.insert(0, str(REPO))
 from benchmarks._common import logged_scalars, replace_section  # noqa: E402
 from mixalign.io import write_bytes_atomic  # noqa: E402
 
-TARGETS = {"near": ("checkpoints/near.ckpt", "configs/near.yaml"), "far": ("checkpoints/target.ckpt", "configs/target.yaml")}
-EXACT = "val/exact_kl/model_to_target"
-REVERSE = "val/exact_kl/target_to_model"
-LLVEC = "val/llvec_distance"
+TARGETS = {"near": ("checkpoints/near.ckpt", "configs/near.yaml"),
+           "far": ("checkpoints/target.ckpt", "configs/target.yaml")}
+SETTINGS = {"continued": ("configs/pile.yaml", 150), "scratch": ("configs/scratch.yaml", 300)}  # config, steps
+KD_GRID = ((0.5, 1.0), (0.9, 1.0), (0.5, 2.0), (0.9, 2.0))  # (alpha, T) of the distillation loss
+N_RANDOM, DIRICHLET, RANDOM_SEED = 20, 1.0, 2026
+TUNING_SEED = 0  # the grid and the random search use this data order; the table reports seeds 1..n
+N_TEXTS, MC_SAMPLES = 300, 128
+QUICK = ["--mixture.n_texts", "16", "--mixture.probe_steps", "2", "--model.warmup_steps", "2"]
+EXACT, REVERSE, LLVEC = "val/exact_kl/model_to_target", "val/exact_kl/target_to_model", "val/llvec_distance"
+MC = "mc_kl/model_to_target"
+DOWNSTREAM = ("uniform", "natural", "aligned", "paper-direction", "kd", "own-mixture", "random-best")
+TOKENS_PER_STEP = 16 * 128
 
 
-def methods(target: str) -> dict[str, list[str]]:
-    checkpoint, config = TARGETS[target]
-    own = yaml.safe_load((REPO / config).read_text())["data"]["weights"]
-    plain = ["--mixture.target", checkpoint]  # fixed data.weights: the target only for the distances
-    return {
-        "uniform": [*plain, "--data.weights", "uniform"],
-        "natural": [*plain, "--data.weights", "natural"],
-        "aligned-direction": [*plain, "--data.weights", "aligned", "--mixture.solver", "direction"],
-        "aligned-distance": [*plain, "--data.weights", "aligned", "--mixture.solver", "distance"],
-        "aligned-rounds": [*plain, "--data.weights", "aligned", "--mixture.solver", "direction", "--mixture.rounds", "2"],
-        "kd": [*plain, "--data.weights", "uniform", "--model.teacher", checkpoint],
-        "own-mixture": [*plain, "--data.weights", json.dumps(own)],
+@dataclass(frozen=True)
+class Plan:
+    target: str
+    setting: str
+    steps: int
+    seeds: int
+    out: Path
+    cache_dir: Path
+    jobs: int
+    quick: bool
+    search: bool
+
+    @property
+    def name(self) -> str:
+        return f"headline-{self.target}" + ("" if self.setting == "continued" else f"-{self.setting}")
+
+    @property
+    def checkpoint(self) -> str:
+        return str(REPO / TARGETS[self.target][0])
+
+    @property
+    def n_texts(self) -> int:
+        return 16 if self.quick else N_TEXTS
+
+    @property
+    def mc_samples(self) -> int:
+        return 4 if self.quick else MC_SAMPLES
+
+
+def own_mixture(target: str) -> dict[str, float]:
+    return yaml.safe_load((REPO / TARGETS[target][1]).read_text())["data"]["weights"]
+
+
+def methods(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(runs on the table's seeds, runs of the search on the tuning seed), as fit arguments."""
+    paper = ["--data.weights", "aligned", "--mixture.selection", "solver"]
+    kd = {f"kd alpha {a} T {t}": ["--data.weights", "uniform", "--model.teacher", plan.checkpoint,
+                                  "--model.distill_alpha", str(a), "--model.distill_temperature", str(t)]
+          for a, t in (KD_GRID[:2] if plan.quick else KD_GRID)}
+    domains = sorted(own_mixture(plan.target))
+    draws = np.random.default_rng(RANDOM_SEED).dirichlet(np.full(len(domains), DIRICHLET), 2 if plan.quick else N_RANDOM)
+    random = {f"random {i:02d}": ["--data.weights", json.dumps(dict(zip(domains, w.tolist())))]
+              for i, w in enumerate(draws)}
+    table = {
+        "uniform": ["--data.weights", "uniform"],
+        "natural": ["--data.weights", "natural"],
+        "own-mixture": ["--data.weights", json.dumps(own_mixture(plan.target))],
+        "aligned": ["--data.weights", "aligned"],
+        "paper-direction": [*paper, "--mixture.solver", "direction"],
+        "paper-distance": [*paper, "--mixture.solver", "distance"],
+        "paper-rounds": [*paper, "--mixture.solver", "direction", "--mixture.rounds", "2"],
     }
+    if not plan.search:
+        return {**table, "kd": next(iter(kd.values()))}, {}
+    return table, {**kd, **random}
 
 
-def run(args: list[str], name: str, seed: int, steps: int, out: Path) -> Path:
-    root = out / "runs" / f"{name}-seed{seed}"
-    args = [
-        sys.executable, "-m", "mixalign", "fit", "--config", str(REPO / "configs" / "pile.yaml"),
-        "--seed_everything", str(seed), "--data.seed", str(seed),
-        "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(max(1, steps // 4)),
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(root), "--checkpoint.dirpath", str(root / "checkpoints"),
-        "--kl.n_texts", "300", "--mixture.cache_dir", str(out / "mixture_cache"),
-        *args,
-    ]
-    subprocess.run(args, cwd=REPO, check=True, capture_output=True, text=True)
+def fit(plan: Plan, name: str, seed: int, args: list[str], validations: int) -> Path:
+    """One training run (reused when a finished one is on disk); returns its version directory."""
+    root = plan.out / "runs" / f"{plan.name}-{name.replace(' ', '_')}-seed{seed}"
+    if not (root / "finished").exists():
+        config = REPO / SETTINGS[plan.setting][0]
+        command = [
+            sys.executable, "-m", "mixalign", "fit", "--config", str(config), "--mixture.target", plan.checkpoint,
+            "--seed_everything", str(seed), "--data.seed", str(seed), "--data.cache_dir", str(plan.cache_dir),
+            "--trainer.max_steps", str(plan.steps), "--trainer.val_check_interval", str(max(1, plan.steps // validations)),
+            "--checkpoint.every_n_train_steps", str(plan.steps), "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root),
+            "--kl.n_texts", str(plan.n_texts), "--kl.mc_samples", str(plan.mc_samples),
+            "--mixture.cache_dir", str(plan.out / "mixture_cache"),
+            *(QUICK + (["--mixture.warmup_steps", "2"] if plan.setting == "scratch" else []) if plan.quick else []),
+            *args,
+        ]
+        threads = str(max(1, (os.cpu_count() or 1) // plan.jobs))
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        if done.returncode:
+            raise SystemExit(f"{name} seed {seed} failed ({' '.join(command)}):\n{done.stderr[-4000:]}")
+        write_bytes_atomic(root / "finished", b"")
     return sorted(root.glob("lightning_logs/version_*"))[-1]
 
 
-def target_domain_losses(target: str, out: Path) -> dict[str, float]:
+def given_weights(args: list[str]) -> dict[str, float]:
+    """The mixture a run was given on the command line (a JSON `--data.weights`), or {}."""
+    given = args[args.index("--data.weights") + 1] if "--data.weights" in args else ""
+    return json.loads(given) if given.startswith("{") else {}
+
+
+def summarize(version: Path, target_losses: dict[str, float], args: list[str]) -> dict:
+    """A finished run's figures, read back from its TensorBoard scalars and files."""
+    logged = logged_scalars(version)
+    computed = {k.split("/")[-1]: v[-1][1] for k, v in logged.items() if k.startswith("mixture/weight/")}
+    kl = logged[EXACT]
+    losses = {d: logged[f"val/loss/{d}"][-1][1] for d in target_losses}
+    mc = logged.get(MC, [(0, float("nan"))])[-1][1]
+    return {
+        "kl_curve": kl, "start_kl": kl[0][1], "final_kl": kl[-1][1], "final_kl_se": logged[f"{EXACT}_se"][-1][1],
+        "final_reverse_kl": logged[REVERSE][-1][1], "final_llvec_distance": logged[LLVEC][-1][1],
+        "mc_kl": mc, "mc_kl_se": logged.get(f"{MC}_se", [(0, float("nan"))])[-1][1],
+        "mc_kl_path_exact": logged.get(f"{MC}/path_exact", [(0, float("nan"))])[-1][1],
+        "domain_loss_distance": float(np.mean([abs(losses[d] - target_losses[d]) for d in losses])),
+        "weights": computed or given_weights(args),
+        "checkpoint": str(next(version.glob("checkpoints/last.ckpt"))),
+        "vector": str(sorted(version.glob("llvec/step-*.npz"))[-1]),
+        "start_vector": str(sorted(version.glob("llvec/step-*.npz"))[0]),
+    }
+
+
+def run_chains(plan: Plan, chains: list[list[tuple]], target_losses: dict[str, float]) -> dict:
+    """Each chain's runs one after another (runs that share probes go in one chain), chains in parallel."""
+    def chain(runs: list[tuple]) -> dict:
+        done = {}
+        for name, seed, args, validations in runs:
+            t0 = time.time()
+            done[name, seed] = summary = summarize(fit(plan, name, seed, args, validations), target_losses, args)
+            print(f"{plan.name} {name:<18} seed {seed}: exact KL model->target {summary['start_kl']:.4f} -> "
+                  f"{summary['final_kl']:.4f} bits/byte ({time.time() - t0:.0f} s)", flush=True)
+        return done
+
+    with ThreadPoolExecutor(plan.jobs) as pool:
+        return {key: value for part in pool.map(chain, chains) for key, value in part.items()}
+
+
+def target_domain_losses(plan: Plan) -> dict[str, float]:
     """The target's validation loss per domain on the students' windows (block 128), as logged."""
-    checkpoint, config = TARGETS[target]
-    root = out / "runs" / f"{target}-validate"
+    root = plan.out / "runs" / f"{plan.target}-validate"
     subprocess.run(
-        [sys.executable, "-m", "mixalign", "validate", "--config", str(REPO / config),
-         "--data.block_size", "128", "--ckpt_path", str(REPO / checkpoint),
+        [sys.executable, "-m", "mixalign", "validate", "--config", str(REPO / TARGETS[plan.target][1]),
+         "--data.block_size", "128", "--ckpt_path", plan.checkpoint, "--data.cache_dir", str(plan.cache_dir),
          "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"],
         cwd=REPO, check=True, capture_output=True, text=True,
     )
     logged = logged_scalars(sorted(root.glob("lightning_logs/version_*"))[-1])
-    domains = yaml.safe_load((REPO / config).read_text())["data"]["weights"]
-    return {d: logged[f"val/loss/{d}"][-1][1] for d in domains}
+    return {d: logged[f"val/loss/{d}"][-1][1] for d in own_mixture(plan.target)}
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
+def measure(plan: Plan) -> dict:
+    """Every run of the plan: the table's methods on seeds 1..n, the search on the tuning seed, and
+    the search's winners on seeds 1..n."""
+    target_losses = target_domain_losses(plan)
+    table, search = methods(plan)
+    seeds = range(1, plan.seeds + 1)
+    aligned = [m for m in table if m.startswith(("aligned", "paper"))]
+    chains = [[(m, s, table[m], 4) for s in seeds for m in aligned]]  # they share the domain probes
+    chains += [[(m, s, table[m], 4)] for m in table if m not in aligned for s in seeds]
+    chains += [[(m, TUNING_SEED, args, 1)] for m, args in search.items()]
+    done = run_chains(plan, chains, target_losses)
+    tuning = {m: done[m, TUNING_SEED] for m in search}
+    winners = {}
+    for family, method in (("kd", "kd"), ("random", "random-best")):
+        candidates = [m for m in search if m.startswith(family)]
+        if candidates:
+            winners[method] = min(candidates, key=lambda m: tuning[m]["final_kl"])
+    done.update(run_chains(plan, [[(m, s, search[w], 4)] for m, w in winners.items() for s in seeds], target_losses))
+    results = {m: [{"seed": s, **done[m, s]} for s in seeds] for m in [*table, *winners]}
+    search_table = {m: {"final_kl": r["final_kl"], "weights": r["weights"]} for m, r in tuning.items()}
+    return {"results": results, "search": search_table, "winners": winners, "target_domain_losses": target_losses}
+
+
+def downstream(plan: Plan, results: dict) -> dict:
+    """`mixalign eval` of the base and each method's final checkpoint, one evaluation per seed: the
+    mean gap to the target's task accuracy (demo tasks) and agreement with its choices."""
+    def evaluate(seed: int) -> dict:
+        where = plan.out / "runs" / f"{plan.name}-downstream-seed{seed}"
+        report = where / "eval.json"
+        if not report.exists():
+            models = where / "models"
+            models.mkdir(parents=True, exist_ok=True)
+            for method in [m for m in DOWNSTREAM if m in results]:
+                link = models / f"{method}.ckpt"
+                if not link.exists():
+                    os.link(results[method][seed - 1]["checkpoint"], link)
+            subprocess.run([sys.executable, "-m", "mixalign", "eval", "--target", plan.checkpoint, "--models",
+                            str(REPO / "checkpoints" / "base.ckpt"), *sorted(map(str, models.glob("*.ckpt"))),
+                            "--out", str(where), *(["--limit", "8"] if plan.quick else [])],
+                           cwd=REPO, check=True, capture_output=True, text=True)
+        return json.loads(report.read_text())["models"]
+
+    with ThreadPoolExecutor(plan.jobs) as pool:
+        per_seed = list(pool.map(evaluate, range(1, plan.seeds + 1)))
+    return {name: {"mean_gap": [s[name]["mean_gap"] for s in per_seed],
+                   "mean_agreement": [s[name]["mean_agreement"] for s in per_seed],
+                   "task_gaps": [{t: r["gap"] for t, r in s[name]["tasks"].items()} for s in per_seed]}
+            for name in per_seed[0]}
+
+
+def cell(values, spec: str) -> str:
+    """'mean ± standard error' over seeds (the mean alone for one seed)."""
+    mean, se = mean_se(values)
+    return f"{mean:{spec}}" if math.isnan(se) else f"{mean:{spec}} ± {se:{spec}}"
+
+
+def mean_se(values) -> tuple[float, float]:
     values = np.asarray(values, dtype=float)
     se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return float(values.mean()), float(se)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--target", choices=list(TARGETS), default="near")
-    parser.add_argument("--methods", nargs="*", default=list(methods("near")))
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    args = parser.parse_args()
-    out = Path(args.out)
-    started = time.time()
-    target_losses = target_domain_losses(args.target, out)
-    recipes = methods(args.target)
-    results: dict[str, list[dict]] = {}
-    for method in args.methods:
-        for seed in range(1, args.seeds + 1):
-            t0 = time.time()
-            logged = logged_scalars(run(recipes[method], f"{args.target}-{method}", seed, args.steps, out))
-            kl = logged[EXACT]
-            losses = {d: logged[f"val/loss/{d}"][-1][1] for d in target_losses}
-            results.setdefault(method, []).append({
-                "seed": seed,
-                "kl_curve": kl,
-                "final_kl": kl[-1][1],
-                "start_kl": kl[0][1],
-                "final_kl_se": logged[f"{EXACT}_se"][-1][1],
-                "final_reverse_kl": logged[REVERSE][-1][1],
-                "final_llvec_distance": logged[LLVEC][-1][1],
-                "ce_gap": logged["val/ce_gap_to_target"][-1][1],
-                "domain_loss_distance": float(np.mean([abs(losses[d] - target_losses[d]) for d in losses])),
-                "weights": {k.split("/")[-1]: v[-1][1] for k, v in logged.items() if k.startswith("mixture/weight/")},
-            })
-            print(f"{method:<18} seed {seed}: exact KL model->target {kl[0][1]:.4f} -> {kl[-1][1]:.4f} bits/byte "
-                  f"({time.time() - t0:.0f} s)",
-                  flush=True)
-    tokens_per_step = 16 * 128
-    write_report(results, target_losses, args, out, tokens_per_step, time.time() - started)
+def method_table(results: dict) -> list[str]:
+    """The main table: one row per method, mean +- standard error over seeds."""
+    uniform = {r["seed"]: r["final_kl"] for r in results.get("uniform", [])}
+    keys = ("final_kl", "final_reverse_kl", "mc_kl", "final_llvec_distance", "domain_loss_distance")
+    formats = (".4f", ".4f", ".4f", ".3f", ".3f")
+    lines = ["| method | exact KL model->target | exact KL target->model | Monte Carlo KL model->target | "
+             "log-likelihood-vector distance | per-domain val-loss distance | below uniform in every seed |",
+             "|---|---|---|---|---|---|---|"]
+    for method, runs in results.items():
+        cells = [cell([r[k] for r in runs], f) for k, f in zip(keys, formats)]
+        below = "-" if method == "uniform" or not uniform else (
+            "yes" if all(r["final_kl"] < uniform[r["seed"]] for r in runs) else "no")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {below} |")
+    return lines
 
 
-def write_report(results, target_losses, args, out: Path, tokens_per_step: int, seconds: float) -> None:
+def search_lines(measured: dict, plan: Plan) -> list[str]:
+    """The tuning seed's search: the KD grid in full, the random mixtures summarised."""
+    if not measured["search"]:
+        return ["KD: one untuned setting (alpha 0.5, T 1); no random search (`--no-search`)."]
+    search, winners = measured["search"], measured["winners"]
+    kd = [f"{m.removeprefix('kd ')} {r['final_kl']:.4f}" for m, r in search.items() if m.startswith("kd")]
+    random = sorted(r["final_kl"] for m, r in search.items() if m.startswith("random"))
+    best = search[winners["random-best"]]["weights"]
+    return [
+        f"KD was tuned on the tuning seed ({TUNING_SEED}) over (alpha, T), exact KL model->target after "
+        f"{plan.steps} steps: {'; '.join(kd)}; the table's `kd` row is the best, {winners['kd'].removeprefix('kd ')}, "
+        "rerun on the table's seeds.",
+        f"Random mixtures: {len(random)} drawn from Dirichlet({DIRICHLET:g}) (seed {RANDOM_SEED}), each trained once "
+        f"on the tuning seed: exact KL best {random[0]:.4f}, median {np.median(random):.4f}, worst {random[-1]:.4f}. "
+        "The `random-best` row reruns the best on the table's seeds (picked on another data order, so no "
+        "selection bias on the table's seeds): "
+        + ", ".join(f"{d} {w:.2f}" for d, w in sorted(best.items(), key=lambda kv: -kv[1])) + ".",
+    ]
+
+
+def downstream_lines(gaps: dict, target: str) -> list[str]:
+    lines = ["| model | mean gap to the target's accuracy (demo tasks) | agreement with the target's choices |",
+             "|---|---|---|"]
+    for name, g in gaps.items():
+        if name != target:
+            lines.append(f"| {name} | {cell(g['mean_gap'], '.4f')} | {cell(g['mean_agreement'], '.3f')} |")
+    return lines
+
+
+def report_text(measured: dict, plan: Plan, seconds: float) -> str:
+    start = "the base" if plan.setting == "continued" else "a random initialisation"
+    results = measured["results"]
+    lines = [
+        f"From {start} toward `{TARGETS[plan.target][0]}` ({plan.target}), {plan.steps} steps x {TOKENS_PER_STEP} "
+        f"tokens per method, {plan.seeds} seeds; exact KL (bits/byte) and the vector distance on {plan.n_texts} texts "
+        f"of the demo text set, Monte Carlo KL (text-level, bits/byte) from {plan.mc_samples} samples of the model. Mean ± "
+        "standard error over seeds; \"below uniform\" compares exact KL model->target seed by seed.", "",
+        *method_table(results), "",
+        f"Exact KL model->target at step 0: {np.mean([r['start_kl'] for rs in results.values() for r in rs]):.4f} "
+        f"bits/byte. Wall time {seconds / 60:.0f} min on {plan.jobs} parallel runs.", "",
+        *search_lines(measured, plan),
+    ]
+    if "downstream" in measured:
+        lines += ["", "Downstream (`mixalign eval`, the five demo tasks; mean over seeds of each seed's mean gap):", "",
+                  *downstream_lines(measured["downstream"], Path(plan.checkpoint).stem)]
+    return "\n".join(lines) + "\n"
+
+
+def draw(measured: dict, plan: Plan) -> None:
+    """Exact KL against training tokens per method, and the model map of seed 1's final models."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mixalign.llvec.plots import save_figure
-
-    uniform_final = {r["seed"]: r["final_kl"] for r in results.get("uniform", [])}
-    lines = [
-        f"From `checkpoints/base.ckpt` toward `{TARGETS[args.target][0]}` ({args.target}), {args.steps} steps x "
-        f"{tokens_per_step} tokens per method, {args.seeds} seeds (`data.seed`: the training data order; the probes "
-        "have their own seed); distances on 300 texts of the demo text set. Mean ± standard error over seeds.",
-        "",
-        "| method | exact KL model->target (bits/byte) | exact KL target->model (bits/byte) | "
-        "log-likelihood-vector distance | CE gap (nats/text) | per-domain val-loss distance | "
-        "below uniform in every seed (exact KL) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for method, runs in results.items():
-        cells = [mean_se([r[key] for r in runs]) for key in
-                 ("final_kl", "final_reverse_kl", "final_llvec_distance", "ce_gap", "domain_loss_distance")]
-        below = "-" if method == "uniform" or not uniform_final else (
-            "yes" if all(r["final_kl"] < uniform_final[r["seed"]] for r in runs) else "no")
-        formats = (".4f", ".4f", ".3f", ".1f", ".3f")
-        lines.append(f"| {method} | " + " | ".join(f"{m:{f}} ± {se:{f}}" for (m, se), f in zip(cells, formats))
-                     + f" | {below} |")
-    start = [r["start_kl"] for runs in results.values() for r in runs]
-    lines += ["", f"Exact KL model->target of the base before training: {np.mean(start):.4f} bits/byte. "
-              f"Wall time {seconds / 60:.0f} min."]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"headline-{args.target}"
-    write_bytes_atomic(out / f"{name}.md", report.encode())
-    write_bytes_atomic(out / f"{name}.json", json.dumps(
-        {"target": args.target, "results": results, "target_domain_losses": target_losses, "steps": args.steps,
-         "seeds": args.seeds, "wall_seconds": seconds}, indent=1).encode())
+    from mixalign.llvec.plots import save_figure, save_model_map
+    from mixalign.llvec.vectors import load_vector
 
     figure, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (method, runs) in enumerate(results.items()):
+    for i, (method, runs) in enumerate(measured["results"].items()):
         steps = [s for s, _ in runs[0]["kl_curve"]]
         curves = np.array([[v for _, v in r["kl_curve"]] for r in runs])
-        tokens = np.array([0 if s == 0 else (s + 1) * tokens_per_step for s in steps])
+        tokens = np.array([0 if s == 0 else s * TOKENS_PER_STEP for s in steps])
         ax.plot(tokens, curves.mean(0), "-o", ms=3, label=method, color=f"C{i}")
         if len(runs) > 1:
             se = curves.std(0, ddof=1) / math.sqrt(len(runs))
             ax.fill_between(tokens, curves.mean(0) - se, curves.mean(0) + se, color=f"C{i}", alpha=0.15)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("exact KL model->target (bits/byte)")
-    ax.set_title(f"Continued pretraining of base toward the {args.target} target")
-    ax.legend(fontsize=8)
-    save_figure(figure, out / f"{name}.png")
-    if out == REPO / "benchmarks" / "results":
-        figure_link = f"![exact KL against training tokens](benchmarks/results/{name}.png)"
-        replace_section(REPO / "README.md", f"HEADLINE_{args.target.upper()}",
-                        f"Produced by `python benchmarks/headline.py --target {args.target} --seeds {args.seeds} "
-                        f"--steps {args.steps} --methods {' '.join(results)}` on 2 CPU cores:\n\n{report}\n{figure_link}")
+    ax.set(xlabel="training tokens", ylabel="exact KL model->target (bits/byte)", yscale="log",
+           title=f"{plan.setting} training toward the {plan.target} target")
+    ax.legend(fontsize=7)
+    save_figure(figure, plan.out / f"{plan.name}.png")
+    first = {m: runs[0] for m, runs in measured["results"].items()}
+    target = plan.out / "runs" / f"{plan.target}-vector-{plan.n_texts}.npz"
+    if not target.exists():
+        subprocess.run([sys.executable, "-m", "mixalign", "score", "--model", plan.checkpoint, "--n_texts",
+                        str(plan.n_texts), "--out", str(target)], cwd=REPO, check=True, capture_output=True)
+    vectors = [load_vector(first["uniform"]["start_vector"]), *(load_vector(r["vector"]) for r in first.values()),
+               load_vector(target)]
+    save_model_map(vectors, ["start", *first, "target"], plan.out / f"{plan.name}-map.png",
+                   title=f"{plan.name}: seed 1's final models", star="target")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=list(TARGETS), default="near")
+    parser.add_argument("--setting", choices=list(SETTINGS), default="continued")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="default: 150 continued, 300 from scratch")
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (each gets cores/jobs threads)")
+    parser.add_argument("--no-search", dest="search", action="store_false", help="no KD grid, no random mixtures")
+    parser.add_argument("--downstream", action="store_true", help="also evaluate each method on the demo tasks")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed, a few steps: checks the script")
+    parser.add_argument("--cache-dir", default=str(REPO / "data_cache"), help="prepared-data cache")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args()
+    steps = args.steps or (6 if args.quick else SETTINGS[args.setting][1])
+    plan = Plan(args.target, args.setting, steps, 1 if args.quick else args.seeds, Path(args.out).resolve(),
+                Path(args.cache_dir).resolve(), args.jobs, args.quick, args.search)
+    started = time.time()
+    measured = measure(plan)
+    if args.downstream:
+        measured["downstream"] = downstream(plan, measured["results"])
+    report = report_text(measured, plan, time.time() - started)
+    print(report)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(plan.out / f"{plan.name}.md", report.encode())
+    write_bytes_atomic(plan.out / f"{plan.name}.json", json.dumps(
+        {**measured, "plan": {k: str(v) for k, v in vars(plan).items()}, "wall_seconds": time.time() - started},
+        indent=1).encode())
+    draw(measured, plan)
+    if plan.out == REPO / "benchmarks" / "results" and not plan.quick:
+        command = " ".join(["python benchmarks/headline.py", *sys.argv[1:]])
+        replace_section(REPO / "README.md", plan.name.upper().replace("-", "_"),
+                        f"Produced by `{command}` on 2 CPU cores:\n\n{report}\n"
+                        f"![exact KL against training tokens](benchmarks/results/{plan.name}.png) "
+                        f"![model map](benchmarks/results/{plan.name}-map.png)")
 
 
 if __name__ == "__main__":

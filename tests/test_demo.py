@@ -81,6 +81,14 @@ def test_pile_yaml_passes_print_config(tmp_path):
     assert config["mixture"]["selection"] == "measured" and config["kl"]["exact_kl"] is True
 
 
+def test_scratch_yaml_is_the_from_scratch_setting(tmp_path):
+    printed = mixalign("fit", "--config", str(REPO / "configs" / "scratch.yaml"), "--print_config", cwd=REPO).stdout
+    config = yaml.safe_load(printed)
+    assert config["model"]["init_from"] is None and config["mixture"]["warmup_steps"] == 100
+    assert config["mixture"]["target"] == "../checkpoints/near.ckpt" and config["data"]["weights"] == "aligned"
+    assert config["model"]["learning_rate"] == 2.0e-3  # the base's own pretraining recipe, not pile.yaml's re-warm
+
+
 @pytest.mark.slow
 def test_pile_yaml_short_run_ends_with_summary(tmp_path, demo_cache):
     root = tmp_path / "run"
