@@ -26,6 +26,7 @@ from the base) and `scratch` (configs/scratch.yaml, from random initialisation).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +57,8 @@ QUICK = ["--mixture.n_texts", "16", "--mixture.probe_steps", "2", "--model.warmu
 EXACT, REVERSE, LLVEC = "val/exact_kl/model_to_target", "val/exact_kl/target_to_model", "val/llvec_distance"
 MC = "mc_kl/model_to_target"
 DOWNSTREAM = ("uniform", "natural", "aligned", "paper-direction", "kd", "own-mixture", "random-best")
-TOKENS_PER_STEP = 16 * 128
+STUDENT_BLOCK = 128  # the students' window (configs/pile.yaml data.block_size)
+TOKENS_PER_STEP = 16 * STUDENT_BLOCK
 
 
 @dataclass(frozen=True)
@@ -181,12 +184,28 @@ def run_chains(plan: Plan, chains: list[list[tuple]], target_losses: dict[str, f
         return {key: value for part in pool.map(chain, chains) for key, value in part.items()}
 
 
+def cropped_to_student_block(checkpoint: str, root: Path) -> str:
+    """The checkpoint with its position embeddings cut to the students' block (nanoGPT's
+    crop_block_size): a causal model gives the same losses on the first positions, so a target
+    trained on longer windows (far: 256) is validated on the students' windows (128)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    wpe = state["state_dict"]["model.wpe.weight"]
+    if len(wpe) == STUDENT_BLOCK:
+        return checkpoint
+    state["state_dict"]["model.wpe.weight"] = wpe[:STUDENT_BLOCK].clone()
+    state["hyper_parameters"]["block_size"] = STUDENT_BLOCK
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return str(write_bytes_atomic(root / f"target-block{STUDENT_BLOCK}.ckpt", buffer.getvalue()))
+
+
 def target_domain_losses(plan: Plan) -> dict[str, float]:
     """The target's validation loss per domain on the students' windows (block 128), as logged."""
     root = plan.out / "runs" / f"{plan.target}-validate"
     subprocess.run(
         [sys.executable, "-m", "mixalign", "validate", "--config", str(REPO / TARGETS[plan.target][1]),
-         "--data.block_size", "128", "--ckpt_path", plan.checkpoint, "--data.cache_dir", str(plan.cache_dir),
+         "--data.block_size", str(STUDENT_BLOCK), "--ckpt_path", cropped_to_student_block(plan.checkpoint, root),
+         "--data.cache_dir", str(plan.cache_dir),
          "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"],
         cwd=REPO, check=True, capture_output=True, text=True,
     )
