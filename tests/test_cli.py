@@ -47,8 +47,9 @@ def test_resume_continues_exactly(tmp_path, demo_cache):
     mixalign("fit", *tiny("--trainer.max_steps", "10", "--trainer.default_root_dir", "halves", *common,
                           cache=demo_cache), cwd=tmp_path)
     first_half = tmp_path / "halves" / "lightning_logs" / "version_0"
+    # tiny.yaml sets no checkpoint.dirpath: `last` must find this run's last.ckpt under its version.
     mixalign("fit", *tiny("--trainer.max_steps", "20", "--trainer.default_root_dir", "halves", *common,
-                          f"--ckpt_path={first_half / 'checkpoints' / 'last.ckpt'}", cache=demo_cache), cwd=tmp_path)
+                          "--ckpt_path", "last", cache=demo_cache), cwd=tmp_path)
 
     straight = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
     # The resumed run continues its own version directory: one run, one set of curves.
