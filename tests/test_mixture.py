@@ -107,8 +107,8 @@ def test_from_scratch_warmup_trains_uniform_then_the_computed_mixture(tmp_path, 
     out = mixalign("fit", *tiny(*mixture_args(tiny_target, *SMALL_PROBES), "--data.weights", "aligned", "--mixture.warmup_steps", "6",
                                 "--mixture.selection", "solver", "--kl.n_texts", "24", "--trainer.max_steps", "12",
                                 "--trainer.val_check_interval", "6", "--trainer.default_root_dir", "scratch",
-                                cache=demo_cache), cwd=tmp_path)
-    text = out.stdout + out.stderr
+                                cache=demo_cache), cwd=tmp_path, env={"PYTHONWARNINGS": "default"})
+    text = out.stdout + out.stderr  # warnings shown: Lightning warns of modules in eval mode at a fit's start
     assert "from-scratch warm-up, steps 0-5 on uniform weights" in text and "mixture for round 0 (from step 6)" in text
     assert "eval mode" not in text  # the probes trained copies: the model itself stayed in train mode
     run = tmp_path / "scratch" / "lightning_logs" / "version_0"

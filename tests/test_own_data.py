@@ -49,3 +49,12 @@ def test_readme_own_data_section_runs_as_written(tmp_path):
     assert summary.startswith("step 0 -> 6; KL to target, exact on the text set")
     trained = dict(re.findall(r"(\w+) (\d\.\d{3})", summary.split("weights: ")[1]))
     assert {d: float(w) for d, w in trained.items()} == pytest.approx(weights, abs=5e-4)  # fit used the file
+
+
+def test_prepare_with_the_gpt2_tokenizer_ignores_the_configs_model(tmp_path):
+    """`prepare` only tokenizes: pile.yaml's base (vocabulary 4096) must not stop GPT-2 tokenization."""
+    corpus = write_corpus(tmp_path / "pile" / "00.jsonl", documents_per_domain=100).parent
+    out = mixalign("prepare", "--config", str(REPO / "configs" / "pile.yaml"), "--data.source", str(corpus),
+                   "--data.tokenizer", "gpt2", "--data.cache_dir", str(tmp_path / "cache"), cwd=tmp_path).stdout
+    assert re.search(r"^tokenizer: gpt2, token dtype: uint16$", out, re.M)
+    assert {line.split()[0] for line in out.splitlines()[2:-1]} == {"alpha", "beta", "gamma"}
