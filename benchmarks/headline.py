@@ -18,7 +18,7 @@ from the base) and `scratch` (configs/scratch.yaml, from random initialisation).
 <out> is benchmarks/results. Finished runs are kept under <out>/runs and reused by a rerun.
 
     python benchmarks/headline.py --target near --downstream     # continued pretraining, 3 seeds
-    python benchmarks/headline.py --target far
+    python benchmarks/headline.py --target far --min-gain 0     # also aligned with no margin over uniform
     python benchmarks/headline.py --target near --setting scratch --no-search
     python benchmarks/headline.py --quick --out /tmp/headline     # tiny sizes, one seed: the test runs this
 """
@@ -72,6 +72,7 @@ class Plan:
     jobs: int
     quick: bool
     search: bool
+    min_gain: float | None = None  # also an `aligned` row with this mixture.min_gain
 
     @property
     def name(self) -> str:
@@ -113,6 +114,9 @@ def methods(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         "paper-distance": [*paper, "--mixture.solver", "distance"],
         "paper-rounds": [*paper, "--mixture.solver", "direction", "--mixture.rounds", "2"],
     }
+    if plan.min_gain is not None:  # how much the selection's margin costs or saves, on the same probes
+        table[f"aligned-min_gain-{plan.min_gain:g}"] = ["--data.weights", "aligned", "--mixture.min_gain",
+                                                        str(plan.min_gain)]
     if not plan.search:
         return {**table, "kd": next(iter(kd.values()))}, {}
     return table, {**kd, **random}
@@ -166,6 +170,8 @@ def summarize(version: Path, target_losses: dict[str, float], args: list[str]) -
         "checkpoint": str(next(version.glob("checkpoints/last.ckpt"))),
         "vector": str(sorted(version.glob("llvec/step-*.npz"))[-1]),
         "start_vector": str(sorted(version.glob("llvec/step-*.npz"))[0]),
+        # the run's own wall time, from its config (written at setup) to its `finished` mark
+        "seconds": (version.parents[1] / "finished").stat().st_mtime - (version / "config.yaml").stat().st_mtime,
     }
 
 
@@ -233,7 +239,8 @@ def measure(plan: Plan) -> dict:
     done.update(run_chains(plan, [[(m, s, search[w], 4)] for m, w in winners.items() for s in seeds], target_losses))
     results = {m: [{"seed": s, **done[m, s]} for s in seeds] for m in [*table, *winners]}
     search_table = {m: {"final_kl": r["final_kl"], "weights": r["weights"]} for m, r in tuning.items()}
-    return {"results": results, "search": search_table, "winners": winners, "target_domain_losses": target_losses}
+    return {"results": results, "search": search_table, "winners": winners, "target_domain_losses": target_losses,
+            "runs": len(done), "run_seconds": sum(r["seconds"] for r in done.values())}
 
 
 def downstream(plan: Plan, results: dict) -> dict:
@@ -330,7 +337,9 @@ def report_text(measured: dict, plan: Plan, seconds: float) -> str:
         "standard error over seeds; \"below uniform\" compares exact KL model->target seed by seed.", "",
         *method_table(results), "",
         f"Exact KL model->target at step 0: {np.mean([r['start_kl'] for rs in results.values() for r in rs]):.4f} "
-        f"bits/byte. Wall time {seconds / 60:.0f} min on {plan.jobs} parallel runs.", "",
+        f"bits/byte. {measured['runs']} training runs, {measured['run_seconds'] / 60:.0f} min of run time in all "
+        f"({plan.jobs} at a time on 2 cores; runs finished by an earlier invocation are reused: this one took "
+        f"{seconds / 60:.0f} min).", "",
         *search_lines(measured, plan),
     ]
     if "downstream" in measured:
@@ -383,12 +392,14 @@ def main() -> None:
     parser.add_argument("--no-search", dest="search", action="store_false", help="no KD grid, no random mixtures")
     parser.add_argument("--downstream", action="store_true", help="also evaluate each method on the demo tasks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed, a few steps: checks the script")
+    parser.add_argument("--min-gain", type=float, default=None,
+                        help="add a row: aligned with this mixture.min_gain instead of the config's")
     parser.add_argument("--cache-dir", default=str(REPO / "data_cache"), help="prepared-data cache")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else SETTINGS[args.setting][1])
     plan = Plan(args.target, args.setting, steps, 1 if args.quick else args.seeds, Path(args.out).resolve(),
-                Path(args.cache_dir).resolve(), args.jobs, args.quick, args.search)
+                Path(args.cache_dir).resolve(), args.jobs, args.quick, args.search, args.min_gain)
     started = time.time()
     measured = measure(plan)
     if args.downstream:

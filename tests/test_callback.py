@@ -145,3 +145,18 @@ def test_score_and_kl_subcommands(tmp_path, tiny_target, two_seeds):
     mixed = mixalign("kl", "target.npz", "full.npz", cwd=tmp_path, check=False)
     assert mixed.returncode != 0 and "text set" in mixed.stderr
     assert "full.npz" in full.stdout
+
+
+def test_a_last_step_between_validations_is_measured_at_the_end_of_fit(tmp_path, demo_cache, tiny_target):
+    """max_steps 7, validating every 3: the distances at 0, 3, 6 and at the end (7), and SUMMARY says 0 -> 7."""
+    run = mixalign("fit", *tiny("--trainer.max_steps", "7", "--trainer.val_check_interval", "3",
+                                *with_kl(tiny_target), "--kl.n_texts", "24", cache=demo_cache), cwd=tmp_path)
+    version = tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0"
+    logged = scalars(version)
+    for tag in ("val/llvec_distance", "val/exact_kl/model_to_target"):
+        assert [step for step, _ in logged[tag]] == [0, 3, 6, 7], tag
+    assert [p.name for p in sorted((version / "llvec").glob("step-*.npz"))] == [
+        f"step-{s:08d}.npz" for s in (0, 3, 6, 7)]
+    (summary,) = [line for line in run.stdout.splitlines() if line.startswith("SUMMARY")]
+    final = logged["val/exact_kl/model_to_target"][-1][1]
+    assert summary.startswith("SUMMARY: step 0 -> 7;") and f"-> {final:.4f}" in summary

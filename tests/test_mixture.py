@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
 import pytest
 import torch
 import yaml
-from conftest import DEMO_DOMAINS, TINY, mixalign, scalars, tiny, trained_probes
+from conftest import DEMO_DOMAINS, REPO, TINY, mixalign, scalars, tiny, trained_probes
 
 pytestmark = pytest.mark.slow
 
@@ -17,6 +18,7 @@ def mixture_args(target, *extra: str) -> list[str]:
     return ["--mixture.target", str(target), "--mixture.n_texts", "120", "--mixture.probe_steps", "20", *extra]
 
 
+WITH_TEST_CALLBACKS = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
 SMALL_PROBES = ("--mixture.n_texts", "48", "--mixture.probe_steps", "8")  # for runs that only check the plumbing
 
 
@@ -75,18 +77,26 @@ def test_known_answer_two_dominant_domains(weights_run):
     assert set(sorted(weights, key=weights.get)[-2:]) == {"code", "math"}
 
 
-def test_fit_on_weights_file_draws_those_proportions(weights_run, demo_cache):
+def test_fit_on_weights_file_draws_those_proportions(weights_run, demo_cache, tiny_target):
+    """With mixture.target also set (as `mixalign weights` left it), the file's weights are the ones
+    trained on, and the run says the target only feeds the distance monitor."""
     work, _, _ = weights_run
     weights = yaml.safe_load((work / "w.yaml").read_text())["weights"]
-    mixalign("fit", *tiny("--data.weights", "w.yaml", "--data.batch_size", "40", "--trainer.max_steps", "50",
-                          "--trainer.val_check_interval", "50", "--trainer.log_every_n_steps", "50",
-                          "--trainer.default_root_dir", "on_weights", cache=demo_cache), cwd=work)
+    out = mixalign("fit", *tiny("--data.weights", "w.yaml", "--data.batch_size", "40", "--trainer.max_steps", "50",
+                                "--trainer.val_check_interval", "50", "--trainer.log_every_n_steps", "50",
+                                *mixture_args(tiny_target), "--kl.n_texts", "24",
+                                "--trainer.default_root_dir", "on_weights", cache=demo_cache), cwd=work)
+    text = out.stdout + out.stderr
+    assert re.search(r"data\.weights is '\S*w\.yaml', so no mixture is computed", text) and "probes trained" not in text
     logged = scalars(work / "on_weights" / "lightning_logs" / "version_0")
     for domain in DEMO_DOMAINS:
         (step, frac), = logged[f"train/frac/{domain}"]
         assert step == 49  # 50 steps x 40 windows = 2,000 samples
         assert frac == pytest.approx(weights[domain], abs=0.02)
         assert logged[f"mixture/weight/{domain}"][-1][1] == pytest.approx(weights[domain], abs=1e-6)
+    (summary,) = [line for line in out.stdout.splitlines() if line.startswith("SUMMARY")]
+    trained = dict(re.findall(r"(\w+) (\d\.\d{3})", summary.split("weights: ")[1]))
+    assert {d: float(w) for d, w in trained.items()} == pytest.approx(weights, abs=5e-4)
 
 
 def test_aligned_training_ends_closer_to_target_than_uniform(weights_run, demo_cache, tiny_target):
@@ -107,10 +117,11 @@ def test_from_scratch_warmup_trains_uniform_then_the_computed_mixture(tmp_path, 
     out = mixalign("fit", *tiny(*mixture_args(tiny_target, *SMALL_PROBES), "--data.weights", "aligned", "--mixture.warmup_steps", "6",
                                 "--mixture.selection", "solver", "--kl.n_texts", "24", "--trainer.max_steps", "12",
                                 "--trainer.val_check_interval", "6", "--trainer.default_root_dir", "scratch",
-                                cache=demo_cache), cwd=tmp_path, env={"PYTHONWARNINGS": "default"})
-    text = out.stdout + out.stderr  # warnings shown: Lightning warns of modules in eval mode at a fit's start
+                                "--trainer.callbacks+=train_mode.AssertTrainMode",  # fails a step taken in eval mode
+                                cache=demo_cache), cwd=tmp_path, env=WITH_TEST_CALLBACKS)
+    text = out.stdout + out.stderr
     assert "from-scratch warm-up, steps 0-5 on uniform weights" in text and "mixture for round 0 (from step 6)" in text
-    assert "eval mode" not in text  # the probes trained copies: the model itself stayed in train mode
+    assert re.search(r"^probes: (\d+)/\1 trained \(100%\), \d+ s$", text, re.M)  # the probes show their progress
     run = tmp_path / "scratch" / "lightning_logs" / "version_0"
     computed = yaml.safe_load((run / "mixture" / "round-0.yaml").read_text())["weights"]
     logged = scalars(run)
@@ -162,3 +173,14 @@ def test_smoothing_toward_the_natural_prior_through_align(weights_run, demo_cach
     for d, w in raw.items():
         assert smoothed[d] == pytest.approx(0.6 * w + 0.4 * tokens[d] / sum(tokens.values()), abs=1e-9)
     assert smoothed["email"] < 0.6 * raw["email"] + 0.4 / 8  # email is small: natural is not uniform
+
+
+def test_provenance_names_a_saved_vector_target_as_given(tmp_path, demo_cache, tiny_target):
+    """A .npz target is recorded as the file the user named, relative as typed, with no absolute path."""
+    mixalign("score", "--model", str(tiny_target), "--n_texts", "48", "--out", "t.npz", cwd=tmp_path)
+    mixalign("weights", *tiny("--mixture.target", "t.npz", *SMALL_PROBES, "--mixture.selection", "solver",
+                              cache=demo_cache), "--out", "w.yaml", cwd=tmp_path)
+    text = (tmp_path / "w.yaml").read_text()
+    provenance = yaml.safe_load(text)["provenance"]
+    assert provenance["target"] == "t.npz" and provenance["textset"] == "demo" and provenance["n_texts"] == 48
+    assert str(tmp_path) not in text and str(tiny_target.parent) not in text
