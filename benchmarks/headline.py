@@ -30,6 +30,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -125,7 +126,9 @@ def methods(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
 def fit(plan: Plan, name: str, seed: int, args: list[str], validations: int) -> Path:
     """One training run (reused when a finished one is on disk); returns its version directory."""
     root = plan.out / "runs" / f"{plan.name}-{name.replace(' ', '_')}-seed{seed}"
-    if not (root / "finished").exists():
+    marker = json.dumps(args).encode()  # a run is reused only for the very arguments it was trained with
+    if not (root / "finished").exists() or (root / "finished").read_bytes() != marker:
+        shutil.rmtree(root, ignore_errors=True)
         config = REPO / SETTINGS[plan.setting][0]
         command = [
             sys.executable, "-m", "mixalign", "fit", "--config", str(config), "--mixture.target", plan.checkpoint,
@@ -143,7 +146,7 @@ def fit(plan: Plan, name: str, seed: int, args: list[str], validations: int) -> 
                               env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
         if done.returncode:
             raise SystemExit(f"{name} seed {seed} failed ({' '.join(command)}):\n{done.stderr[-4000:]}")
-        write_bytes_atomic(root / "finished", b"")
+        write_bytes_atomic(root / "finished", marker)
     return sorted(root.glob("lightning_logs/version_*"))[-1]
 
 
@@ -170,8 +173,8 @@ def summarize(version: Path, target_losses: dict[str, float], args: list[str]) -
         "checkpoint": str(next(version.glob("checkpoints/last.ckpt"))),
         "vector": str(sorted(version.glob("llvec/step-*.npz"))[-1]),
         "start_vector": str(sorted(version.glob("llvec/step-*.npz"))[0]),
-        # the run's own wall time, from its config (written at setup) to its `finished` mark
-        "seconds": (version.parents[1] / "finished").stat().st_mtime - (version / "config.yaml").stat().st_mtime,
+        # the run's own wall time: from its config (written at setup) to the last file it wrote
+        "seconds": max(p.stat().st_mtime for p in version.rglob("*")) - (version / "config.yaml").stat().st_mtime,
     }
 
 
