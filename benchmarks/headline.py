@@ -15,11 +15,12 @@ The grid and the random search are run on a tuning data order (seed 0) that the 
 report, then the winner is rerun on the table's seeds. Settings: `continued` (configs/pile.yaml,
 from the base) and `scratch` (configs/scratch.yaml, from random initialisation). Writes
 <out>/headline-<target>[-scratch].{md,json,png} and -map.png, and README's HEADLINE_* section when
-<out> is benchmarks/results. Finished runs are kept under <out>/runs and reused by a rerun.
+<out> is benchmarks/results. Finished runs are kept under <out>/runs and reused by a rerun with the
+same arguments.
 
     python benchmarks/headline.py --target near --downstream     # continued pretraining, 3 seeds
     python benchmarks/headline.py --target far --min-gain 0     # also aligned with no margin over uniform
-    python benchmarks/headline.py --target near --setting scratch --no-search
+    python benchmarks/headline.py --target near --setting scratch     # --no-search: no KD grid, no random
     python benchmarks/headline.py --quick --out /tmp/headline     # tiny sizes, one seed: the test runs this
 """
 
@@ -341,7 +342,7 @@ def report_text(measured: dict, plan: Plan, seconds: float) -> str:
         *method_table(results), "",
         f"Exact KL model->target at step 0: {np.mean([r['start_kl'] for rs in results.values() for r in rs]):.4f} "
         f"bits/byte. {measured['runs']} training runs, {measured['run_seconds'] / 60:.0f} min of run time in all "
-        f"({plan.jobs} at a time on 2 cores; runs finished by an earlier invocation are reused: this one took "
+        f"({plan.jobs} at a time on {os.cpu_count()} cores; runs finished by an earlier invocation are reused: this one took "
         f"{seconds / 60:.0f} min).", "",
         *search_lines(measured, plan),
     ]
