@@ -25,8 +25,10 @@ per text, bits/byte) is compared with uniform's, paired over the texts. The gap 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -138,9 +140,8 @@ def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
 
 
-def run_target(bench: Bench, i: int, alpha: float, rng, work: Path, uniform_model: GPT) -> dict:
+def run_target(bench: Bench, i: int, alpha: float, own: np.ndarray, work: Path, uniform_model: GPT) -> dict:
     domains = bench.dm.domains
-    own = rng.dirichlet(np.full(len(domains), alpha))
     path = bench.save(bench.train(own, seed=100 + i), work / f"target-{i}.ckpt")
     target = load_model(path)
     result = bench.recommend(path, work / "cache")
@@ -274,6 +275,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="draws the target mixtures")
     parser.add_argument("--min-gain", type=float, default=None,
                         help="try another mixture.min_gain than configs/pile.yaml's (results saved apart)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="targets run in this many processes at once (each with --threads threads)")
     parser.add_argument("--write", action="store_true", help="fill BENCHMARKS.md's ROBUSTNESS section")
     parser.add_argument("--resume", action="store_true",
                         help="keep the targets already in this draw's saved results and run the rest")
@@ -291,20 +294,23 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     name = result_name(args)
     draw = {"steps": args.steps, "n_texts": args.n_texts, "alphas": alphas, "seed": args.seed,
-            "min_gain": bench.config["mixture"]["min_gain"], "quick": args.quick}
+            "min_gain": bench.config["mixture"]["min_gain"], "response": bench.config["mixture"].get("response", True),
+            "quick": args.quick}
     rows, minutes_before = saved_rows(name, draw) if args.resume else ([], 0.0)
     meta = {**draw, "minutes": minutes_before, "machine": machine(), "complete": len(rows) >= args.targets}
+    owns = [rng.dirichlet(np.full(len(bench.dm.domains), alphas[i % len(alphas)])) for i in range(args.targets)]
+    for row, own in zip(rows, owns):  # kept from the saved run: each must be this seed's draw
+        check_draw(row, own)
+    jobs = [(i, alphas[i % len(alphas)], owns[i]) for i in range(len(rows), args.targets)]
     with tempfile.TemporaryDirectory(prefix="mixalign-robustness-") as work:
-        uniform_model = bench.train(np.full(len(bench.dm.domains), 1 / len(bench.dm.domains)), MAIN_SEED)
-        for i in range(args.targets):
-            if i < len(rows):  # kept from the saved run: draw its mixture anyway, so later targets match
-                check_draw(rows[i], rng.dirichlet(np.full(len(bench.dm.domains), alphas[i % len(alphas)])))
-                continue
-            rows.append(run_target(bench, i, alphas[i % len(alphas)], rng, Path(work), uniform_model))
-            print(f"target {i}: {rows[-1]['chosen']} {rows[-1]['exact_kl']}", flush=True)
-            meta = {**draw, "minutes": minutes_before + (time.time() - start) / 60, "machine": machine(),
-                    "complete": i + 1 == args.targets}
-            write_result(name, {"meta": meta, "summary": summarize(rows), "targets": rows})  # after every target
+        setup = (args.cache_dir, args.steps, args.n_texts, args.min_gain, args.threads, work)
+        with _targets_runner(args.workers, setup) as run:
+            for row in run(jobs):  # in target order, whichever worker finishes first
+                rows.append(row)
+                print(f"target {row['target']}: {row['chosen']} {row['exact_kl']}", flush=True)
+                meta = {**draw, "minutes": minutes_before + (time.time() - start) / 60, "machine": machine(),
+                        "complete": len(rows) == args.targets}
+                write_result(name, {"meta": meta, "summary": summarize(rows), "targets": rows})  # after every target
     summary = summarize(rows)
     text = markdown(rows, summary, meta)
     with atomic_path(RESULTS / f"{name}.md") as tmp:
@@ -313,6 +319,33 @@ def main() -> None:
     print(text)
     if args.write and name == "robustness":
         publish({"meta": meta, "summary": summary, "targets": rows})
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(cache_dir: str, steps: int, n_texts: int, min_gain: float | None, threads: int, work: str) -> None:
+    """A process's own bench and uniform main run (the same in every process: same seed, one thread)."""
+    set_threads(threads)
+    bench = Bench(cache_dir, steps, n_texts, min_gain)
+    uniform = bench.train(np.full(len(bench.dm.domains), 1 / len(bench.dm.domains)), MAIN_SEED)
+    _WORKER.update(bench=bench, work=Path(work), uniform=uniform)
+
+
+def _run_job(job: tuple) -> dict:
+    i, alpha, own = job
+    return run_target(_WORKER["bench"], i, alpha, own, _WORKER["work"], _WORKER["uniform"])
+
+
+@contextlib.contextmanager
+def _targets_runner(workers: int, setup: tuple):
+    """Yields run(jobs) -> rows in target order: here, or spread over `workers` spawned processes."""
+    if workers <= 1:
+        _start_worker(*setup)
+        yield lambda jobs: map(_run_job, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=setup) as pool:
+        yield lambda jobs: pool.imap(_run_job, jobs)
 
 
 def saved_rows(name: str, draw: dict) -> tuple[list[dict], float]:

@@ -55,8 +55,9 @@ def test_weights_file_is_valid_with_diagnostics(weights_run, tiny_target):
     if content["chosen"] not in (best["name"], "uniform"):  # a near-tie with the best, and flatter than it
         l1 = lambda c: sum(abs(w - 1 / 8) for w in c["weights"].values())  # noqa: E731
         assert "closest to uniform" in selection["reason"] and l1(candidates[content["chosen"]]) < l1(best)
-    assert trained_probes(stdout) == 1 + len(DEMO_DOMAINS) + len(candidates)  # the base, domains, candidates
+    assert trained_probes(stdout) == 1 + 2 * len(DEMO_DOMAINS) + len(candidates)  # base, domains, tilts, candidates
     assert {"kl-softmin 0.50", "kl-softmin 1.00", "kl-softmin 2.00"} <= set(candidates)  # the target shares the tokenizer
+    assert "response 0.25" in candidates
     # The demo text set holds 2 email texts of 1,000; this 120-text subset none: the user is told.
     assert diagnostics["scarce_in_textset"] == {"email": 0}
     assert "warning: the text set has fewer than 5 texts of email 0" in stdout

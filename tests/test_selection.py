@@ -81,6 +81,25 @@ def test_a_small_but_significant_gain_is_not_enough():
     assert select(cands, "exact KL", min_gain=0.02).chosen == "shrink 0.75"  # the threshold is what decides
 
 
+def test_a_share_response_estimate_needs_only_its_standard_errors_when_nothing_clears_min_gain():
+    """Near uniform the estimate built from tilt probes is kept at a 5% gain; the solver's shrinkage is not."""
+    rng = np.random.default_rng(4)
+    base = rng.gamma(2.0, 0.01, 300)
+    near = frozenset({"response 0.25", "response 0.50"})
+    cands = [measured("uniform", base, [0.5, 0.5]), measured("shrink 0.75", base * 0.94, [0.6, 0.4]),
+             measured("response 0.50", base * 0.93, [0.62, 0.38]), measured("response 0.25", base * 0.95, [0.56, 0.44])]
+    s = select(cands, "exact KL", near_uniform=near)
+    assert s.chosen == "response 0.25" and s.best == "response 0.50"  # the flattest that passes
+    assert s.margin == pytest.approx(-0.05 * base.mean(), rel=1e-9) and "no candidate cleared min_gain" in s.reason
+    assert select(cands, "exact KL").chosen == "uniform"  # the same probes without the exemption
+    noisy = cands[:2] + [measured("response 0.25", base * 0.95 + rng.normal(0, 0.05, 300), [0.56, 0.44])]
+    assert select(noisy, "exact KL", near_uniform=near).chosen == "uniform"  # inside its SE: not kept
+    worse = cands[:2] + [measured("response 0.25", base * 1.03, [0.56, 0.44])]
+    assert select(worse, "exact KL", near_uniform=near).chosen == "uniform"
+    clear = cands + [measured("solution", base * 0.7, [1.0, 0.0])]  # one clears min_gain: the usual rule
+    assert select(clear, "exact KL", near_uniform=near).chosen == "solution"
+
+
 def test_of_candidates_tied_with_the_best_the_one_closest_to_uniform_is_kept():
     """Probes cannot see the long-run harm of concentrating weight: between near-ties, the flatter wins."""
     rng = np.random.default_rng(5)

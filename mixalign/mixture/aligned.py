@@ -39,6 +39,7 @@ from mixalign.mixture.probes import (
     run_probes,
     state_fingerprint,
 )
+from mixalign.mixture.response import SHARPNESS, domain_gains, response_mixture, share_response, tilt_mixtures
 from mixalign.mixture.selection import Measured, Selection, candidate_mixtures, select
 from mixalign.mixture.solvers import (
     diagnose,
@@ -76,12 +77,15 @@ class MixtureConfig:
         prior: ``uniform`` or ``natural``.
         rounds: re-probe and re-solve this many times over training (1 = once).
         selection: ``measured`` trains each candidate mixture (the solution, its shrinkages toward
-            uniform, uniform, natural, and the kl-softmin mixtures when exact KL is at hand) as a
-            probe, keeps uniform unless one is measurably better, and of those that are, the one
-            closest to uniform among near-ties with the best; ``solver`` uses the solution as it
-            is (the paper's).
+            uniform, uniform, natural, the kl-softmin mixtures when exact KL is at hand, and the
+            share-response estimates) as a probe, keeps uniform unless one is measurably better,
+            and of those that are, the one closest to uniform among near-ties with the best;
+            ``solver`` uses the solution as it is (the paper's).
         min_gain: with ``measured``, a candidate replaces uniform only if its probe is at least this
-            fraction of uniform's distance closer to the target (and more than 2 paired SEs).
+            fraction of uniform's distance closer to the target (and more than 2 paired SEs); a
+            share-response estimate needs only the 2 SEs when no candidate clears this.
+        response: with ``measured``, one more probe per domain near uniform (its tilt) and the
+            share-response candidates built from them (`mixalign/mixture/response.py`).
         processes: probes run in this many worker processes.
         max_batch_tokens: scoring batch budget (default: by device).
         cache_dir: probe results are cached here.
@@ -101,6 +105,7 @@ class MixtureConfig:
     rounds: int = 1
     selection: str = "measured"
     min_gain: float = 0.1
+    response: bool = True
     processes: int = 1
     max_batch_tokens: int | None = None
     cache_dir: str = "mixture_cache"
@@ -293,14 +298,34 @@ def _llvec_terms(values: np.ndarray, target: np.ndarray, mean_bytes: float) -> n
     return c**2 / 2 / (mean_bytes * LN2)
 
 
+def _probe_response(ctx: ProbeContext, base: ProbeResult, settings: ProbeSettings, processes: int):
+    """The tilt probes near uniform and the share-response candidates they give (`response.py`).
+
+    Returns (candidates by name, probe results by probe name).
+    """
+    domains = ctx.datamodule.domains
+    k = len(domains)
+    jobs = [ctx.job("candidate uniform", np.full(k, 1.0 / k), settings)]  # the candidate's own probe, cached
+    jobs += [ctx.job(f"tilt {d}", w, settings) for d, w in zip(domains, tilt_mixtures(k))]
+    results = run_probes(jobs, processes, progress="tilts", ranks=ctx.ranks)
+    gains = lambda values: domain_gains(values, base.vector.values, ctx.textset.domains,  # noqa: E731
+                                        ctx.textset.n_bytes, domains)
+    alpha, beta = share_response(gains(results[0].vector.values), np.stack([gains(r.vector.values) for r in results[1:]]))
+    scarce = ctx.textset.scarce_domains(domains)
+    readable = np.array([d not in scarce for d in domains])
+    target = gains(ctx.target.vector.values)
+    named = {f"response {g:.2f}": response_mixture(target, alpha, beta, g, readable) for g in SHARPNESS}
+    return named, dict(zip([job.name for job in jobs], results))
+
+
 def _measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeSettings, A, t, ratio: float,
-                        min_gain: float, domain_kl: np.ndarray | None):
+                        min_gain: float, domain_kl: np.ndarray | None, response: dict[str, np.ndarray]):
     """Train every candidate mixture as a probe and measure it.
 
     Returns (candidates, selection, probe results by probe name).
     """
     natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in ctx.datamodule.domains])
-    named = candidate_mixtures(solution, natural, domain_kl)
+    named = candidate_mixtures(solution, natural, domain_kl, response)
     jobs = [ctx.job(f"candidate {n}", w, settings) for n, w in named.items()]
     results = run_probes(jobs, progress="candidates", ranks=ctx.ranks)
     B, lT = ctx.textset.mean_bytes, ctx.target.vector.values
@@ -314,7 +339,7 @@ def _measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: Probe
         candidates.append(Candidate(name, weights, float(terms.mean()), to_t, from_t, to_bits_per_byte(predicted, B)))
         measured.append(Measured(name, weights, exact if exact is not None else terms))
     selection = select(measured, "exact KL" if ctx.target.exact else "log-likelihood-vector distance",
-                       min_gain=min_gain)
+                       min_gain=min_gain, near_uniform=frozenset(response))
     return candidates, selection, dict(zip([job.name for job in jobs], results))
 
 
@@ -373,9 +398,12 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
     if config.selection == "measured":
         candidate_ratio = sum(map(candidate_settings.lr, range(candidate_settings.steps))) / (
             domain_settings.steps * domain_settings.learning_rate)
+        response, tilts = (_probe_response(ctx, base, candidate_settings, config.processes) if config.response
+                           else ({}, {}))
         candidates, selection, results = _measure_candidates(ctx, weights, candidate_settings, A, t,
-                                                             candidate_ratio, config.min_gain, domain_exact)
-        every_probe.update(results)
+                                                             candidate_ratio, config.min_gain, domain_exact, response)
+        every_probe.update(tilts)
+        every_probe.update({name: r for name, r in results.items() if name not in tilts})  # uniform: the tilts' run
         solution = results.get("candidate solution")
         if solution is not None:
             l0 = torch.from_numpy(base.vector.values)
@@ -416,6 +444,7 @@ def _provenance(config: MixtureConfig, ctx: ProbeContext, domain_settings, candi
         "smoothing": config.smoothing,
         "prior": config.prior,
         "selection": config.selection,
+        "response": config.response and config.selection == "measured",
     }
 
 
