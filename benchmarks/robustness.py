@@ -4,8 +4,8 @@ Each target is the shipped base continued for `--steps` steps on a mixture drawn
 Dirichlet(alpha) over the 8 demo domains (alphas cycle through `--alphas`; one seeded draw per
 target), so its distance from the base is mostly its training mixture: the case the method is for.
 For every target, mixalign's own mixture computation (configs/pile.yaml's `mixture:` section:
-domain probes, the direction solver, the measured selection with its `min_gain`) picks a mixture
-from the base; then main runs of the same length from the base train on
+domain probes, the direction solver, the tilt probes and the share-response candidate, the
+measured selection with its `min_gain`) picks a mixture from the base; then main runs of the same length from the base train on
 
   - the recommendation,
   - uniform (one run, shared by all targets),
@@ -17,7 +17,7 @@ per text, bits/byte) is compared with uniform's, paired over the texts. The gap 
 (uniform - recommended) / (uniform - own). Writes results/robustness.{json,md} and a figure; with
 --write, the ROBUSTNESS section of BENCHMARKS.md.
 
-    python benchmarks/robustness.py --write        # 8 targets x 200 steps: about 60 min on 2 cores
+    python benchmarks/robustness.py --workers 2 --write   # 8 targets x 200 steps, two at a time: about 50 min on 2 cores
     python benchmarks/robustness.py --quick        # 2 targets x 30 steps: a smoke run (minutes)
     python benchmarks/robustness.py --seed 2027 --resume   # an interrupted draw: runs the targets it lacks
 """

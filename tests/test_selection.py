@@ -98,6 +98,10 @@ def test_a_share_response_estimate_needs_only_its_standard_errors_when_nothing_c
     assert select(worse, "exact KL", near_uniform=near).chosen == "uniform"
     clear = cands + [measured("solution", base * 0.7, [1.0, 0.0])]  # one clears min_gain: the usual rule
     assert select(clear, "exact KL", near_uniform=near).chosen == "solution"
+    starving = cands[:2] + [measured("response 0.25", base * 0.95, [0.78, 0.22])]  # 0.22 < half of 0.5
+    assert select(starving, "exact KL", near_uniform=near).chosen == "uniform"
+    at_the_edge = cands[:2] + [measured("response 0.25", base * 0.95, [0.75, 0.25])]
+    assert select(at_the_edge, "exact KL", near_uniform=near).chosen == "response 0.25"
 
 
 def test_of_candidates_tied_with_the_best_the_one_closest_to_uniform_is_kept():
