@@ -83,7 +83,8 @@ class MixtureConfig:
             ``solver`` uses the solution as it is (the paper's).
         min_gain: with ``measured``, a candidate replaces uniform only if its probe is at least this
             fraction of uniform's distance closer to the target (and more than 2 paired SEs); a
-            share-response estimate needs only the 2 SEs when no candidate clears this.
+            share-response estimate that gives every domain half to twice its uniform share needs
+            only the 2 SEs when no candidate clears this.
         response: with ``measured``, one more probe per domain near uniform (its tilt) and the
             share-response candidates built from them (`mixalign/mixture/response.py`).
         processes: probes run in this many worker processes.
