@@ -16,9 +16,9 @@ beta grows over a run several times a probe's length, so the inverted weights co
 (their ranking of the domains, not their spread, is what the probes measure well): the candidate
 is this estimate flattened by a `sharpness` exponent gamma, w_k ~ exp(gamma (g_k - alpha_k) / beta_k),
 measured like every other candidate (`selection.py`). gamma = 0.25 was chosen on exploratory
-main runs toward four targets of the published robustness draw (BENCHMARKS.md, "Robustness"):
-there 0.25 closed 36-73% of the uniform-to-own-mixture gap, 0.5 from -9% to 66%, and 1 was worse
-than uniform; the held-out draw is the check on targets it was not chosen on.
+main runs (not shipped as a script) toward four targets of the published robustness draw
+(BENCHMARKS.md, "Robustness"), where it did better than 0.5 and where 1 ended worse than
+uniform; the held-out draw is the check on targets it was not chosen on.
 
 A domain whose gains cannot be read (fewer than FEW_TEXTS texts in the text set, or a fitted
 beta <= 0: more of it did not help it) keeps its uniform share 1/K.

@@ -24,10 +24,10 @@ percent of the distance: no candidate can clear 10% there. The share-response es
 (`response.py`) is built from probes near uniform and flattened; when no candidate clears
 `min_gain`, it is kept if it beats uniform by z paired SEs and gives every domain between half and
 twice its uniform share. The band is not decoration: toward the far demo target (another model,
-whose per-domain gains say more about its size than its mixture) the estimate gave three domains
-under 0.002 and was measured 1.6% below uniform in the probes, the pattern that reversed over long
-runs before; outside the band it stays a candidate like any other. On the exploratory
-runs that fixed its flattening it closed 36-73% of the gap where uniform had closed none.
+whose per-domain gains say more about its size than its mixture; `mixalign weights --config
+configs/pile.yaml --mixture.target checkpoints/target.ckpt`) the estimate starves three domains,
+the pattern that reversed over long runs before; outside the band it stays a candidate like any
+other. Its effect on the robustness targets is in BENCHMARKS.md ("Robustness").
 Pure functions of per-text distances.
 """
 
