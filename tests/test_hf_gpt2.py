@@ -160,3 +160,30 @@ def test_lm_eval_loads_an_exported_checkpoint_and_gets_mixalign_log_likelihoods(
         expected.append(sum(logprobs[len(ctx) - 1 + j, t].item() for j, t in enumerate(cont)))
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert min(expected) < -1
+
+
+@pytest.mark.parametrize("settings_file", ["config.json", "tokenizer_config.json"])
+def test_a_directory_asking_to_run_its_own_code_is_refused_whatever_is_on_stdin(hf_dir, tmp_path, settings_file):
+    """A model directory whose config maps a class to its own Python file (`auto_map`) runs nothing, even with
+    "y" answered to every prompt: exit 2, the file named, no marker written. Guards `refuse_remote_code` and
+    `trust_remote_code=False` (removing both lets transformers ask on stdin and run `custom.py`)."""
+    import shutil
+    import subprocess
+    import sys
+
+    evil = tmp_path / "evil"
+    shutil.copytree(hf_dir, evil)
+    marker = tmp_path / "ran"
+    (evil / "custom.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
+                                    "from transformers import GPT2LMHeadModel as Custom, GPT2Config as CustomConfig\n")
+    settings = json.loads((evil / settings_file).read_text())
+    settings["auto_map"] = {"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.Custom",
+                            "AutoTokenizer": ["custom.Custom", None]}
+    (evil / settings_file).write_text(json.dumps(settings))
+    result = subprocess.run([sys.executable, "-m", "mixalign", "kl", str(evil), str(REPO / "checkpoints/near.ckpt"),
+                             "--n_texts", "4"], input="y\ny\ny\n", capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{settings_file}: 'auto_map' asks to run the directory's own Python code" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not marker.exists()

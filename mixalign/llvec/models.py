@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,23 @@ def _hf_adds_bos(tokenizer) -> int | None:
     return bos if list(with_special) == [bos] + list(plain) else None
 
 
+REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json", "generation_config.json")
+
+
+def refuse_remote_code(path: Path) -> None:
+    """A directory that asks to run its own Python (an `auto_map` entry) is refused before
+    transformers sees it: no file a user names ever runs code, whatever is on standard input."""
+    for name in REMOTE_CODE_FILES:
+        file = path / name
+        try:
+            settings = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MixalignError(f"{file}: not readable JSON ({exc})") from None
+        if isinstance(settings, dict) and "auto_map" in settings:
+            raise MixalignError(f"{file}: 'auto_map' asks to run the directory's own Python code; mixalign never "
+                                "runs code from a model directory (convert it to a built-in transformers class)")
+
+
 def _load_hf_parts(path: Path, device):
     try:
         import transformers
@@ -229,9 +247,12 @@ def _load_hf_parts(path: Path, device):
             f"{path} is a Hugging Face model directory, which needs the optional 'transformers' "
             f"package: {HF_EXTRA_HINT}"
         ) from None
+    refuse_remote_code(path)
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
+                                                                  trust_remote_code=False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True,
+                                                               trust_remote_code=False)
     except Exception as exc:
         raise MixalignError(f"{path}: cannot load a Hugging Face causal LM and tokenizer from it: {exc}") from None
     if torch.device(device).type == "cpu":
