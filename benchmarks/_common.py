@@ -7,11 +7,13 @@ so a killed run never leaves a truncated result behind.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +22,9 @@ import torch
 
 from mixalign.io import write_bytes_atomic
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+MEASURED_CODE = ("mixalign", "configs")  # what a figure depends on: its code hash covers these folders
 DEFAULT_CACHE = os.environ.get("MIXALIGN_BENCH_CACHE", "/tmp/mixalign-bench/data_cache")
 
 # configs/pile.yaml (the demo job): model and data sizes every benchmark uses unless told otherwise.
@@ -30,6 +34,22 @@ PILE_DATA = dict(source="demo", tokenizer="demo-4k", weights="uniform", block_si
                  val_fraction=0.1, val_windows_per_domain=16, seed=1337)
 PILE_TRAINER = dict(log_every_n_steps=10, gradient_clip_val=1.0, precision="32-true")
 SEED = 1337
+
+
+def code_hash(root: str | os.PathLike = REPO) -> str:
+    """A hash of every file under mixalign/ and configs/ (paths and bytes): the code a figure measures."""
+    digest = hashlib.sha256()
+    for folder in MEASURED_CODE:
+        for path in sorted((Path(root) / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def code_state(root: str | os.PathLike = REPO) -> dict[str, str]:
+    """The commit checked out and the hash of the code measured (they differ in meaning when the tree is edited)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return {"commit": head.stdout.strip() or "unknown", "code_hash": code_hash(root)}
 
 
 def logged_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -122,6 +142,7 @@ def write_result(name: str, payload: dict[str, Any], out_dir: str | os.PathLike 
         "benchmark": name,
         "command": " ".join(["python", *[_rel(a) for a in sys.argv]]),
         "machine": machine(),
+        **code_state(),
         **payload,
     }
     path = out / f"{name}.json"
@@ -146,8 +167,18 @@ def prepared_datamodule(cache_dir: str = DEFAULT_CACHE, **overrides):
     return dm
 
 
-def replace_section(path: str | os.PathLike, name: str, text: str) -> None:
-    """Put `text` between the markers `<!-- NAME:BEGIN -->` and `<!-- NAME:END -->` of a doc, atomically.
+def provenance_line(result: str | os.PathLike) -> str:
+    """The comment a published block carries: the results file it was written from, its commit and code hash
+    (`benchmarks/stale.py` compares the hash with the code as it is now)."""
+    result = Path(result).resolve()
+    record = json.loads(result.read_text(encoding="utf-8"))
+    shown = result.relative_to(REPO).as_posix() if result.is_relative_to(REPO) else str(result)
+    return f"<!-- measured: {shown} commit {record.get('commit')} code {record.get('code_hash')} -->"
+
+
+def replace_section(path: str | os.PathLike, name: str, text: str, result: str | os.PathLike) -> None:
+    """Put `text` between the markers `<!-- NAME:BEGIN -->` and `<!-- NAME:END -->` of a doc, atomically,
+    headed by the provenance of the results file `result` it was written from.
 
     The README's and BENCHMARKS.md's figures are written by the scripts that measure them.
     """
@@ -158,4 +189,5 @@ def replace_section(path: str | os.PathLike, name: str, text: str) -> None:
         raise ValueError(f"{path}: no {begin} ... {end} section to fill")
     head, rest = doc.split(begin, 1)
     _, tail = rest.split(end, 1)
-    write_bytes_atomic(path, f"{head}{begin}\n{text.strip()}\n{end}{tail}".encode("utf-8"))
+    body = f"{provenance_line(result)}\n{text.strip()}"
+    write_bytes_atomic(path, f"{head}{begin}\n{body}\n{end}{tail}".encode("utf-8"))

@@ -182,8 +182,8 @@ def main() -> None:
     write_result("calibration", {"rows": rows, "mc_samples": mc, "n_texts": len(textset), "shipped_only": args.shipped}, out)
     write_bytes_atomic(out / "calibration.md", (full + "\n").encode())
     if not args.quick:
-        replace_section(REPO / "BENCHMARKS.md", "CALIBRATION", full)
-        replace_section(REPO / "README.md", "CALIBRATION", short)
+        replace_section(REPO / "BENCHMARKS.md", "CALIBRATION", full, out / "calibration.json")
+        replace_section(REPO / "README.md", "CALIBRATION", short, out / "calibration.json")
 
 
 if __name__ == "__main__":

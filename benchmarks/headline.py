@@ -45,7 +45,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks._common import logged_scalars, replace_section  # noqa: E402
+from benchmarks._common import code_state, logged_scalars, replace_section  # noqa: E402
 from mixalign.io import write_bytes_atomic  # noqa: E402
 
 TARGETS = {"near": ("checkpoints/near.ckpt", "configs/near.yaml"),
@@ -127,7 +127,8 @@ def methods(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
 def fit(plan: Plan, name: str, seed: int, args: list[str], validations: int) -> Path:
     """One training run (reused when a finished one is on disk); returns its version directory."""
     root = plan.out / "runs" / f"{plan.name}-{name.replace(' ', '_')}-seed{seed}"
-    marker = json.dumps(args).encode()  # a run is reused only for the very arguments it was trained with
+    # a run is reused only for the very arguments it was trained with, on the same code
+    marker = json.dumps({"args": args, "code_hash": code_state()["code_hash"]}).encode()
     if not (root / "finished").exists() or (root / "finished").read_bytes() != marker:
         shutil.rmtree(root, ignore_errors=True)
         config = REPO / SETTINGS[plan.setting][0]
@@ -413,7 +414,8 @@ def main() -> None:
     plan.out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(plan.out / f"{plan.name}.md", report.encode())
     write_bytes_atomic(plan.out / f"{plan.name}.json", json.dumps(
-        {**measured, "plan": {k: str(v) for k, v in vars(plan).items()}, "wall_seconds": time.time() - started},
+        {**code_state(), **measured, "plan": {k: str(v) for k, v in vars(plan).items()},
+         "wall_seconds": time.time() - started},
         indent=1).encode())
     draw(measured, plan)
     if plan.out == REPO / "benchmarks" / "results" and not plan.quick:
@@ -421,7 +423,7 @@ def main() -> None:
         replace_section(REPO / "README.md", plan.name.upper().replace("-", "_"),
                         f"Produced by `{command}` on 2 CPU cores:\n\n{report}\n"
                         f"![exact KL against training tokens](benchmarks/results/{plan.name}.png) "
-                        f"![model map](benchmarks/results/{plan.name}-map.png)")
+                        f"![model map](benchmarks/results/{plan.name}-map.png)", plan.out / f"{plan.name}.json")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import machine, replace_section, write_result  # noqa: E402
+from benchmarks._common import code_state, machine, replace_section, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,8 +40,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mixalign-main-job-") as work:
         clone = Path(work) / "mixalign"
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, check=True,
-                                capture_output=True, text=True).stdout.strip()
+        state = code_state(clone)
+        commit = state["commit"]
         load_before = load_average()
         start = time.time()
         result = subprocess.run(["bash", "-c", command], cwd=clone, capture_output=True, text=True)
@@ -50,17 +50,17 @@ def main() -> None:
     if result.returncode != 0:
         sys.exit(f"the first command failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     (summary,) = re.findall(r"^SUMMARY: .*$", result.stdout, flags=re.M)
-    record = {"command": command, "commit": commit, "wall_seconds": wall,
+    record = {"command": command, **state, "wall_seconds": wall,
               "cpu_seconds": usage.ru_utime + usage.ru_stime, "load_average_before": load_before,
               "summary": summary, "machine": machine()}
-    write_result("main_job", record)
+    result = write_result("main_job", record)
     m = record["machine"]
     text = (f"Measured by `python benchmarks/main_job.py` (a fresh clone of {commit}, the command above as "
             f"written): **{wall / 60:.1f} min wall, {record['cpu_seconds'] / 60:.1f} CPU-min** on {m['nproc']} cores "
             f"({m['cpu_model']}, load average {load_before:.1f} when it started: "
             f"{'nothing else running' if load_before < 0.5 else 'other jobs on the machine'}), "
             f"pip install included. It printed:\n\n```\n{summary}\n```")
-    replace_section(REPO / "README.md", "MAINJOB", text)
+    replace_section(REPO / "README.md", "MAINJOB", text, result)
     print(text)
 
 

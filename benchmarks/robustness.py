@@ -381,7 +381,8 @@ def publish(result: dict) -> None:
     text = markdown(result["targets"], result["summary"], result["meta"])
     with atomic_path(RESULTS / "robustness.md") as tmp:
         tmp.write_text(text + "\n")
-    replace_section(REPO / "BENCHMARKS.md", "ROBUSTNESS", text + "\n\n![robustness](benchmarks/results/robustness.png)")
+    replace_section(REPO / "BENCHMARKS.md", "ROBUSTNESS", text + "\n\n![robustness](benchmarks/results/robustness.png)",
+                    RESULTS / "robustness.json")
 
 
 if __name__ == "__main__":
