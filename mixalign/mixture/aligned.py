@@ -40,7 +40,7 @@ from mixalign.mixture.probes import (
     state_fingerprint,
 )
 from mixalign.mixture.response import SHARPNESS, domain_gains, response_mixture, share_response, tilt_mixtures
-from mixalign.mixture.selection import Measured, Selection, candidate_mixtures, select
+from mixalign.mixture.selection import FAMILIES, Measured, Selection, candidate_mixtures, paired_difference, select
 from mixalign.mixture.solvers import (
     diagnose,
     linearity_check,
@@ -67,7 +67,10 @@ class MixtureConfig:
             monitor (`kl:`) at every validation.
         textset: text set of the log-likelihood vectors and exact KL (``demo`` or a file).
         n_texts: use an evenly spaced subset of the text set (faster probes).
-        probe_steps: S, optimizer steps of each probe.
+        probe_steps: S, optimizer steps of each domain probe.
+        candidate_steps: optimizer steps of each candidate's probe (default: probe_steps).
+        candidates: the candidate generators measured with ``measured`` (natural, solution, shrink,
+            kl-softmin, lag, response); uniform is always measured.
         probe_learning_rate: peak learning rate of the probes (default: the model's).
         warmup_steps: from scratch: train this many steps on uniform weights before the first
             round (probes of a random model say little). They are the run's first steps.
@@ -98,6 +101,8 @@ class MixtureConfig:
     textset: Literal["demo"] | InputPath = "demo"
     n_texts: int | None = None
     probe_steps: int = 40
+    candidate_steps: int | None = None
+    candidates: list[str] = field(default_factory=lambda: list(FAMILIES))
     probe_learning_rate: float | None = None
     warmup_steps: int = 0
     solver: str = "direction"
@@ -121,6 +126,11 @@ class MixtureConfig:
             raise MixalignError(f"mixture.min_gain must be in [0, 1), got {self.min_gain}")
         if not 0 <= self.smoothing <= 1:
             raise MixalignError(f"mixture.smoothing must be in [0, 1], got {self.smoothing}")
+        unknown = sorted(set(self.candidates) - set(FAMILIES))
+        if unknown:
+            raise MixalignError(f"mixture.candidates: unknown generator(s) {unknown}; known: {list(FAMILIES)}")
+        if self.candidate_steps is not None and self.candidate_steps <= 0:
+            raise MixalignError(f"mixture.candidate_steps must be positive, got {self.candidate_steps}")
         for name in ("probe_steps", "rounds", "processes"):
             if getattr(self, name) <= 0:
                 raise MixalignError(f"mixture.{name} must be positive, got {getattr(self, name)}")
@@ -138,6 +148,8 @@ class Candidate:
     exact_to_target: float | None  # exact KL(probe || target), bits/byte
     exact_from_target: float | None  # exact KL(target || probe)
     predicted_llvec: float  # what the linear model A w predicted for this probe
+    margin: float  # its distance minus uniform's after the probes, paired over the texts (negative: closer)
+    margin_se: float  # the paired standard error of that margin
 
 
 @dataclass
@@ -319,14 +331,25 @@ def _probe_response(ctx: ProbeContext, base: ProbeResult, settings: ProbeSetting
     return named, dict(zip([job.name for job in jobs], results))
 
 
+def domain_lag(ctx: ProbeContext, base: ProbeResult) -> np.ndarray:
+    """Per domain: how far the model lags the target on its texts, per byte: exact KL when it can be
+    measured, else the cross-entropy gap (the target's log-likelihood minus the model's)."""
+    values = (_exact_bits(base, 1.0) if base.exact is not None
+              else ctx.target.vector.values - base.vector.values)
+    return domain_gains(values, np.zeros_like(values), ctx.textset.domains, ctx.textset.n_bytes, ctx.datamodule.domains)
+
+
 def _measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeSettings, A, t, ratio: float,
-                        min_gain: float, domain_kl: np.ndarray | None, response: dict[str, np.ndarray]):
+                        config: MixtureConfig, domain_kl: np.ndarray | None, lag: np.ndarray,
+                        response: dict[str, np.ndarray]):
     """Train every candidate mixture as a probe and measure it.
 
     Returns (candidates, selection, probe results by probe name).
     """
-    natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in ctx.datamodule.domains])
-    named = candidate_mixtures(solution, natural, domain_kl, response)
+    domains = ctx.datamodule.domains
+    natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in domains])
+    readable = np.array([d not in ctx.textset.scarce_domains(domains) for d in domains])
+    named = candidate_mixtures(solution, natural, domain_kl, response, lag, readable, tuple(config.candidates))
     jobs = [ctx.job(f"candidate {n}", w, settings) for n, w in named.items()]
     results = run_probes(jobs, progress="candidates", ranks=ctx.ranks)
     B, lT = ctx.textset.mean_bytes, ctx.target.vector.values
@@ -337,10 +360,12 @@ def _measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: Probe
         to_t, from_t = ((float(v.mean() / (B * LN2)) for v in (result.exact.a_to_b, result.exact.b_to_a))
                         if exact is not None else (None, None))
         terms = _llvec_terms(result.vector.values, lT, B)
-        candidates.append(Candidate(name, weights, float(terms.mean()), to_t, from_t, to_bits_per_byte(predicted, B)))
         measured.append(Measured(name, weights, exact if exact is not None else terms))
+        margin, se = paired_difference(measured[-1], measured[0])  # uniform is measured first
+        candidates.append(Candidate(name, weights, float(terms.mean()), to_t, from_t, to_bits_per_byte(predicted, B),
+                                    margin, se if name != "uniform" else 0.0))
     selection = select(measured, "exact KL" if ctx.target.exact else "log-likelihood-vector distance",
-                       min_gain=min_gain, near_uniform=frozenset(response))
+                       min_gain=config.min_gain, near_uniform=frozenset(response))
     return candidates, selection, dict(zip([job.name for job in jobs], results))
 
 
@@ -399,10 +424,10 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
     if config.selection == "measured":
         candidate_ratio = sum(map(candidate_settings.lr, range(candidate_settings.steps))) / (
             domain_settings.steps * domain_settings.learning_rate)
-        response, tilts = (_probe_response(ctx, base, candidate_settings, config.processes) if config.response
-                           else ({}, {}))
-        candidates, selection, results = _measure_candidates(ctx, weights, candidate_settings, A, t,
-                                                             candidate_ratio, config.min_gain, domain_exact, response)
+        response, tilts = (_probe_response(ctx, base, candidate_settings, config.processes)
+                           if config.response and "response" in config.candidates else ({}, {}))
+        candidates, selection, results = _measure_candidates(ctx, weights, candidate_settings, A, t, candidate_ratio,
+                                                             config, domain_exact, domain_lag(ctx, base), response)
         every_probe.update(tilts)
         every_probe.update({name: r for name, r in results.items() if name not in tilts})  # uniform: the tilts' run
         solution = results.get("candidate solution")
@@ -467,8 +492,9 @@ def probe_settings(config: MixtureConfig, hp, datamodule, grad_clip: float | Non
     domain = ProbeSettings(steps=config.probe_steps, learning_rate=peak, weight_decay=hp.weight_decay,
                            betas=tuple(hp.betas), batch_size=datamodule.batch_size, block_size=datamodule.block_size,
                            grad_clip=grad_clip, seed=config.seed)
-    return domain, ProbeSettings(**{**asdict(domain), "decay_to": peak * hp.min_lr / hp.learning_rate,
-                                    "warmup_steps": max(1, round(config.probe_steps * hp.warmup_steps / max_steps))})
+    steps = config.candidate_steps or config.probe_steps
+    return domain, ProbeSettings(**{**asdict(domain), "steps": steps, "decay_to": peak * hp.min_lr / hp.learning_rate,
+                                    "warmup_steps": max(1, round(steps * hp.warmup_steps / max_steps))})
 
 
 def step_ratio(hp, begin: int, end: int, max_steps: int, settings: ProbeSettings) -> float:

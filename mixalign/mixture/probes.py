@@ -76,15 +76,17 @@ def _autocast(device: torch.device, dtype: str | None):
     return torch.autocast(device.type, dtype=getattr(torch, dtype)) if dtype else contextlib.nullcontext()
 
 
-def train_steps(model: GPT, batches: MixtureBatches, settings: ProbeSettings, autocast: str | None = None) -> GPT:
-    """`settings.steps` AdamW steps on the model's device, as the main run's optimizer would take."""
+def train_steps(model: GPT, batches: MixtureBatches, settings: ProbeSettings, autocast: str | None = None,
+                first_step: int = 0, last_step: int | None = None) -> GPT:
+    """Steps [first_step, last_step) (default: all `settings.steps`) of AdamW on the model's device, as the
+    main run's optimizer would take them: the learning rate and batches of those steps, a fresh optimizer state."""
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(
         param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=tuple(settings.betas),
         fused=device.type == "cuda" or None,
     )
     model.train()
-    for index in range(settings.steps):
+    for index in range(first_step, settings.steps if last_step is None else last_step):
         for group in optimizer.param_groups:
             group["lr"] = settings.lr(index)
         batch = batches.batch(index)
