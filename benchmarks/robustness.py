@@ -153,7 +153,8 @@ class Bench:
         hp = recipe(config)
         domain, candidate = probe_settings(mc, hp, self.dm, self.clip, steps)
         ctx = ProbeContext(model, self.dm, self.textset, target, cache, None)
-        return compute_mixture(mc, ctx, domain, candidate, step_ratio(hp, begin, steps, steps, domain))
+        return compute_mixture(mc, ctx, domain, candidate, step_ratio(hp, begin, steps, steps, domain),
+                               (steps - begin) * self.dm.batch_size * self.dm.block_size)
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -203,7 +203,8 @@ def weights_main(args: list[str]) -> None:
         trainer.strategy.barrier("mixalign weights: data prepared")
     result = align(mixture, cli.model, cli.datamodule, 0, round_end(starts, 0, trainer.max_steps), trainer.max_steps,
                    trainer.gradient_clip_val, device=str(trainer.strategy.root_device),
-                   autocast=AUTOCAST.get(str(trainer.precision)), ranks=ranks)
+                   autocast=AUTOCAST.get(str(trainer.precision)), ranks=ranks,
+                   accumulate=trainer.accumulate_grad_batches)
     if not trainer.is_global_zero:
         return  # rank 0 writes the file; every rank holds the same result
     out = cli.config["out"]

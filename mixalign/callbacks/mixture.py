@@ -71,7 +71,8 @@ class AlignedMixture(MixtureConfig, L.Callback):
         result = align(self, pl_module, datamodule, step, round_end(self.starts, step, trainer.max_steps),
                        trainer.max_steps, trainer.gradient_clip_val, device=str(pl_module.device),
                        autocast=AUTOCAST.get(str(trainer.precision)),  # probes copy the model: it is untouched
-                       ranks=Ranks(trainer.global_rank, trainer.world_size, gather_objects))
+                       ranks=Ranks(trainer.global_rank, trainer.world_size, gather_objects),
+                       accumulate=trainer.accumulate_grad_batches)
         datamodule.set_weights(step, dict(zip(result.domains, result.weights)))
         self.summaries[step] = result.to_dict()
         self._report(trainer, result, self.starts.index(step), step)

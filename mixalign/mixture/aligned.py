@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import time
+
 import numpy as np
 import torch
 import yaml
@@ -39,6 +41,7 @@ from mixalign.mixture.probes import (
     run_probes,
     state_fingerprint,
 )
+from mixalign.mixture.cost import CostAccount, method_cost
 from mixalign.mixture.response import SHARPNESS, domain_gains, response_mixture, share_response, tilt_mixtures
 from mixalign.mixture.selection import FAMILIES, Measured, Selection, candidate_mixtures, paired_difference, select
 from mixalign.mixture.solvers import (
@@ -174,6 +177,7 @@ class MixtureResult:
     trained_by: dict[str, int]  # the probes trained this time, and the rank that trained each
     scarce: dict = field(default_factory=dict)  # data domains with fewer than FEW_TEXTS texts in the text set
     provenance: dict = field(default_factory=dict)
+    cost: CostAccount | None = None
 
     @property
     def probes_trained(self) -> int:
@@ -219,6 +223,7 @@ class MixtureResult:
                 "probes_trained_by_rank": self.probes_by_rank(),
             },
             "provenance": self.provenance,
+            "cost": None if self.cost is None else self.cost.to_dict(),
         }
 
 
@@ -254,6 +259,8 @@ def _table_lines(r: MixtureResult) -> list[str]:
     by_rank = r.probes_by_rank()
     shares = f"; by rank: {', '.join(f'{k}: {len(v)}' for k, v in by_rank.items())}" if len(by_rank) > 1 else ""
     lines.append(f"probes trained this time: {r.probes_trained} (the rest came from the cache{shares})")
+    if r.cost is not None:
+        lines.append(r.cost.line())
     return lines
 
 
@@ -408,11 +415,13 @@ def _solve(config: MixtureConfig, ctx: ProbeContext, A, t, step_ratio: float):
 
 
 def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: ProbeSettings,
-                    candidate_settings: ProbeSettings, step_ratio: float) -> MixtureResult:
+                    candidate_settings: ProbeSettings, step_ratio: float, main_tokens: int) -> MixtureResult:
     """One round of the method from `ctx.base`: probe every domain, solve, measure candidates, choose.
 
-    step_ratio: the main run's learning-rate sum over the round divided by a domain probe's.
+    step_ratio: the main run's learning-rate sum over the round divided by a domain probe's;
+    main_tokens: the training tokens of the round it designs (for the cost account).
     """
+    started = time.perf_counter()
     base, probes, A, t, every_probe = _probe_domains(config, ctx, domain_settings)
     solved, weights = _solve(config, ctx, A, t, step_ratio)
     B = ctx.textset.mean_bytes
@@ -437,6 +446,10 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
                                         candidate_ratio * A, torch.from_numpy(weights))
         chosen = next(c.weights for c in candidates if c.name == selection.chosen)
     current, predicted = diagnostics.current_kl_bits_per_byte, _predict(A, t, chosen, step_ratio, B)
+    cost = method_cost(len(probes), domain_settings.steps, len(candidates), candidate_settings.steps,
+                       sum(name.startswith("tilt ") for name in every_probe), domain_settings.batch_size
+                       * domain_settings.block_size, sum(map(len, ctx.token_ids)), base.exact is not None,
+                       main_tokens, time.perf_counter() - started)
     return MixtureResult(
         domains=list(ctx.datamodule.domains), weights=chosen, solved=weights, solver=config.solver, fell_back=solved.fell_back,
         domain_cosines=diagnostics.domain_cosines.numpy(), domain_exact_change=domain_exact,
@@ -446,7 +459,7 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
         linearity=linearity, candidates=candidates, selection=selection,
         trained_by={name: r.trained_by for name, r in every_probe.items() if r.trained_by is not None},
         scarce=ctx.textset.scarce_domains(ctx.datamodule.domains),
-        provenance=_provenance(config, ctx, domain_settings, candidate_settings, step_ratio),
+        provenance=_provenance(config, ctx, domain_settings, candidate_settings, step_ratio), cost=cost,
     )
 
 
@@ -506,7 +519,7 @@ def step_ratio(hp, begin: int, end: int, max_steps: int, settings: ProbeSettings
 
 def align(config: MixtureConfig, module, datamodule, begin: int, end: int, max_steps: int,
           grad_clip: float | None, device: str = "cpu", autocast: str | None = None,
-          ranks: Ranks = ONE_PROCESS) -> MixtureResult:
+          ranks: Ranks = ONE_PROCESS, accumulate: int = 1) -> MixtureResult:
     """The method from the model's current weights, for the round [begin, end) of a run of max_steps.
 
     `module` is the `NanoGPTModule` being trained (its optimizer settings are the probes'), so
@@ -520,7 +533,9 @@ def align(config: MixtureConfig, module, datamodule, begin: int, end: int, max_s
     domain, candidate = probe_settings(config, module.hparams, datamodule, grad_clip, max_steps)
     ctx = ProbeContext(module.model, datamodule, textset, target, Path(config.cache_dir), config.max_batch_tokens,
                        device, autocast, ranks)
-    return compute_mixture(config, ctx, domain, candidate, step_ratio(module.hparams, begin, end, max_steps, domain))
+    tokens_per_step = datamodule.batch_size * datamodule.block_size * ranks.world * accumulate
+    return compute_mixture(config, ctx, domain, candidate, step_ratio(module.hparams, begin, end, max_steps, domain),
+                           (end - begin) * tokens_per_step)
 
 
 def write_weights(result: MixtureResult, path: str | Path) -> Path:

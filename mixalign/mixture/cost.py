@@ -1,0 +1,50 @@
+"""What the method costs, counted in tokens against the main run it designs.
+
+A probe trains `steps x tokens_per_step` tokens (forward and backward) and then scores the text set
+(forward only; with exact KL the target reads the same tokens too). A forward-only token costs
+about a third of a training token (the backward pass is about twice the forward), so the account
+adds scoring at a third to give training-token equivalents, and divides by the main run's training
+tokens. Pure arithmetic: the same account serves a finished computation and a config not yet run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FORWARD_SHARE = 1 / 3  # a forward-only token in training-token equivalents (backward ~ 2x forward)
+
+
+@dataclass(frozen=True)
+class CostAccount:
+    probe_train_tokens: int  # tokens every probe trained on
+    probe_score_tokens: int  # tokens read by the scoring passes (base, probes, target; exact KL reads twice)
+    main_train_tokens: int  # the main run's training tokens
+    probes: int  # probe runs counted (domain probes, tilts, candidates)
+    seconds: float | None = None  # wall time of the computation, where it ran
+
+    @property
+    def share(self) -> float:
+        """The method's compute over the main run's, in training-token equivalents."""
+        return (self.probe_train_tokens + FORWARD_SHARE * self.probe_score_tokens) / self.main_train_tokens
+
+    def line(self) -> str:
+        took = f"; {self.seconds / 60:.1f} min here" if self.seconds is not None else ""
+        return (f"cost: {self.probes} probe runs, {self.probe_train_tokens:,} training tokens + "
+                f"{self.probe_score_tokens:,} scored tokens = {self.share:.1%} of the main run's "
+                f"{self.main_train_tokens:,} training tokens{took}")
+
+    def to_dict(self) -> dict:
+        return {"probes": self.probes, "probe_train_tokens": self.probe_train_tokens,
+                "probe_score_tokens": self.probe_score_tokens, "main_train_tokens": self.main_train_tokens,
+                "share_of_main_run": self.share, "seconds": self.seconds}
+
+
+def method_cost(domains: int, probe_steps: int, candidates: int, candidate_steps: int, tilts: int,
+                tokens_per_step: int, textset_tokens: int, exact: bool, main_train_tokens: int,
+                seconds: float | None = None) -> CostAccount:
+    """The account of one round: `domains` domain probes, `tilts` tilt and `candidates` candidate probes
+    (uniform's included), each scored once on a text set of `textset_tokens` tokens, as is the base."""
+    probes = domains + tilts + candidates
+    trained = (domains * probe_steps + (tilts + candidates) * candidate_steps) * tokens_per_step
+    scored = (probes + 1) * textset_tokens * (2 if exact else 1)
+    return CostAccount(trained, scored, main_train_tokens, probes, seconds)
