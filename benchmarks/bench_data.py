@@ -43,8 +43,8 @@ def training_rate(dm, steps: int) -> tuple[float, str]:
     if recorded.exists():
         data = json.loads(recorded.read_text())
         return data["summary"]["lightning_samples_per_s"], f"{recorded.relative_to(RESULTS.parent.parent)} (Lightning median)"
-    from mixalign.model.module import param_groups
     from mixalign.model.nanogpt import GPT, GPTConfig
+    from mixalign.model.optim import param_groups
 
     torch.manual_seed(SEED)
     model = GPT(GPTConfig(**PILE_MODEL, vocab_size=dm.vocab_size))

@@ -119,8 +119,8 @@ def worker_lightning(args) -> dict:
 
 
 def worker_plain(args) -> dict:
-    from mixalign.model.module import lr_at, param_groups
     from mixalign.model.nanogpt import GPT, GPTConfig
+    from mixalign.model.optim import lr_at, param_groups
 
     model_sizes, data_overrides = _sizes(args)
     torch.manual_seed(SEED)  # the same initial weights as the Lightning side (seed_everything, then GPT)

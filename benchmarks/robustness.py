@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import multiprocessing
 import sys
@@ -61,9 +60,9 @@ from mixalign.io import atomic_path  # noqa: E402
 from mixalign.llvec.compare import exact_kl_between  # noqa: E402
 from mixalign.llvec.models import load_model, model_from_gpt  # noqa: E402
 from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset  # noqa: E402
-from mixalign.mixture.aligned import (  # noqa: E402
-    MixtureConfig,
-    ProbeContext,
+from mixalign.mixture.config import MixtureConfig  # noqa: E402
+from mixalign.mixture.measure import ProbeContext  # noqa: E402
+from mixalign.mixture.method import (  # noqa: E402
     compute_mixture,
     load_target,
     probe_settings,

@@ -23,8 +23,9 @@ from mixalign.callbacks.progress import StepProgressBar
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.errors import MixalignError
 from mixalign.io import atomic_checkpoint_io, claim_version
-from mixalign.mixture.aligned import align, write_weights
+from mixalign.mixture.method import align
 from mixalign.mixture.probes import ONE_PROCESS, Ranks, gather_objects
+from mixalign.mixture.result import write_weights
 from mixalign.mixture.rounds import round_end, round_starts
 from mixalign.model.module import NanoGPTModule
 from mixalign.paths import anchored

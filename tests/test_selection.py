@@ -7,17 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from mixalign.data.schedule import WeightSchedule
 from mixalign.errors import MixalignError
-from mixalign.mixture.rounds import WeightSchedule, round_end, round_starts
-from mixalign.mixture.selection import (
-    Measured,
-    candidate_mixtures,
-    kl_softmin,
-    paired_difference,
-    select,
-)
-from mixalign.model.module import lr_at, param_groups
+from mixalign.mixture.candidates import candidate_mixtures, kl_softmin
+from mixalign.mixture.rounds import round_end, round_starts
+from mixalign.mixture.selection import Measured, paired_difference, select
 from mixalign.model.nanogpt import GPT, GPTConfig
+from mixalign.model.optim import lr_at, param_groups
 
 
 def measured(name: str, terms, weights=None) -> Measured:

@@ -16,8 +16,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from mixalign.errors import MixalignError
-from mixalign.mixture.aligned import MixtureConfig, MixtureResult, align, write_weights
+from mixalign.mixture.config import MixtureConfig
+from mixalign.mixture.method import align
 from mixalign.mixture.probes import Ranks, gather_objects
+from mixalign.mixture.result import MixtureResult, write_weights
 from mixalign.mixture.rounds import round_end, round_starts
 
 AUTOCAST = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}

@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader
 from mixalign.assets import SHIPPED_TOKENIZERS
 from mixalign.data.prepare import PrepareConfig, PreparedData, SplitTokens, prepare
 from mixalign.data.sampling import BatchIndices, FixedWindows, MixtureBatches
+from mixalign.data.schedule import WeightSchedule
 from mixalign.data.tokenizer import load_tokenizer, vocabulary_id
 from mixalign.data.weights import resolve_weights
 from mixalign.errors import DataError
-from mixalign.mixture.rounds import WeightSchedule
 from mixalign.paths import InputPath, plain
 
 ALIGNED = "aligned"  # data.weights value: computed from mixture.target before (and during) training

@@ -34,8 +34,8 @@ from mixalign.llvec.vectors import (
     save_vector,
     vector_from_scores,
 )
-from mixalign.model.module import lr_at, param_groups
 from mixalign.model.nanogpt import GPT, GPTConfig
+from mixalign.model.optim import adamw, lr_at
 from mixalign.progress import Progress
 
 
@@ -81,10 +81,7 @@ def train_steps(model: GPT, batches: MixtureBatches, settings: ProbeSettings, au
     """Steps [first_step, last_step) (default: all `settings.steps`) of AdamW on the model's device, as the
     main run's optimizer would take them: the learning rate and batches of those steps, a fresh optimizer state."""
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=tuple(settings.betas),
-        fused=device.type == "cuda" or None,
-    )
+    optimizer = adamw(model, settings.learning_rate, settings.weight_decay, settings.betas)
     model.train()
     for index in range(first_step, settings.steps if last_step is None else last_step):
         for group in optimizer.param_groups:

@@ -8,9 +8,7 @@ mixture is computed from the model as it is when the round begins.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from mixalign.errors import MixalignError
 
@@ -31,38 +29,3 @@ def round_end(starts: Sequence[int], start: int, max_steps: int) -> int:
     """The step where the round that begins at `start` ends (the next round's start, or the end)."""
     later = [s for s in starts if s > start]
     return later[0] if later else max_steps
-
-
-class WeightSchedule:
-    """Domain weights by step: each entry applies from its first step until the next entry."""
-
-    def __init__(self, domains: Sequence[str], entries: Mapping[int, np.ndarray] | None = None):
-        self.domains = list(domains)
-        self.entries: dict[int, np.ndarray] = {}
-        for step, weights in (entries or {}).items():
-            self.set(step, weights)
-
-    def set(self, step: int, weights) -> None:
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != (len(self.domains),):
-            raise ValueError(f"{len(weights)} weights for {len(self.domains)} domains")
-        self.entries[int(step)] = weights
-
-    def has(self, step: int) -> bool:
-        return int(step) in self.entries
-
-    def at(self, step: int) -> np.ndarray:
-        starts = [s for s in self.entries if s <= step]
-        if not starts:
-            raise MixalignError(f"no domain weights for step {step}: data.weights is 'aligned' and no mixture "
-                                "has been computed for it (is mixture.target set?)")
-        return self.entries[max(starts)]
-
-    def state_dict(self) -> dict:
-        return {"schedule": {step: dict(zip(self.domains, map(float, w))) for step, w in sorted(self.entries.items())}}
-
-    def load_state_dict(self, state: dict, check) -> None:
-        """Entries from a checkpoint; `check` turns each stored {domain: weight} into validated weights."""
-        self.entries = {}
-        for step, weights in state.get("schedule", {}).items():
-            self.set(int(step), check(weights))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import lightning as L
@@ -14,26 +13,8 @@ from mixalign.data.tokenizer import vocabulary_id
 from mixalign.errors import MixalignError
 from mixalign.model.checkpoint import load_gpt
 from mixalign.model.nanogpt import GPT, GPTConfig, distillation_loss
+from mixalign.model.optim import adamw, lr_at
 from mixalign.paths import InputPath, plain
-
-
-def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
-    """Linear warmup to `max_lr`, then cosine decay to `min_lr` at `decay_steps`, flat after."""
-    if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= decay_steps:
-        return min_lr
-    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices and embeddings (2+ dims) only; never on biases and LayerNorm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
 
 
 class NonFiniteLossError(MixalignError):
@@ -268,9 +249,7 @@ class NanoGPTModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         fused = hp.fused_adamw if hp.fused_adamw is not None else self.device.type == "cuda"
-        optimizer = torch.optim.AdamW(
-            param_groups(self.model, hp.weight_decay), lr=hp.learning_rate, betas=tuple(hp.betas), fused=fused or None
-        )
+        optimizer = adamw(self.model, hp.learning_rate, hp.weight_decay, hp.betas, fused)
         decay_steps = hp.lr_decay_steps or self.trainer.max_steps
         if decay_steps <= 0:
             raise MixalignError("set trainer.max_steps or model.lr_decay_steps: the cosine schedule needs an end")
