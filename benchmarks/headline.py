@@ -19,7 +19,7 @@ from the base) and `scratch` (configs/scratch.yaml, from random initialisation).
 same arguments.
 
     python benchmarks/headline.py --target near --downstream     # continued pretraining, 3 seeds
-    python benchmarks/headline.py --target far --min-gain 0     # also aligned with no margin over uniform
+    python benchmarks/headline.py --target far --significance 0   # also aligned with no significance test
     python benchmarks/headline.py --target near --setting scratch     # --no-search: no KD grid, no random
     python benchmarks/headline.py --quick --out /tmp/headline     # tiny sizes, one seed: the test runs this
 """
@@ -74,7 +74,7 @@ class Plan:
     jobs: int
     quick: bool
     search: bool
-    min_gain: float | None = None  # also an `aligned` row with this mixture.min_gain
+    significance: float | None = None  # also an `aligned` row with this mixture.significance
 
     @property
     def name(self) -> str:
@@ -116,9 +116,9 @@ def methods(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         "paper-distance": [*paper, "--mixture.solver", "distance"],
         "paper-rounds": [*paper, "--mixture.solver", "direction", "--mixture.rounds", "2"],
     }
-    if plan.min_gain is not None:  # how much the selection's margin costs or saves, on the same probes
-        table[f"aligned-min_gain-{plan.min_gain:g}"] = ["--data.weights", "aligned", "--mixture.min_gain",
-                                                        str(plan.min_gain)]
+    if plan.significance is not None:  # what the selection's significance test costs or saves, same probes
+        table[f"aligned-significance-{plan.significance:g}"] = ["--data.weights", "aligned", "--mixture.significance",
+                                                                str(plan.significance)]
     if not plan.search:
         return {**table, "kd": next(iter(kd.values()))}, {}
     return table, {**kd, **random}
@@ -397,14 +397,14 @@ def main() -> None:
     parser.add_argument("--no-search", dest="search", action="store_false", help="no KD grid, no random mixtures")
     parser.add_argument("--downstream", action="store_true", help="also evaluate each method on the demo tasks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed, a few steps: checks the script")
-    parser.add_argument("--min-gain", type=float, default=None,
-                        help="add a row: aligned with this mixture.min_gain instead of the config's")
+    parser.add_argument("--significance", type=float, default=None,
+                        help="add a row: aligned with this mixture.significance instead of the config's")
     parser.add_argument("--cache-dir", default=str(REPO / "data_cache"), help="prepared-data cache")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else SETTINGS[args.setting][1])
     plan = Plan(args.target, args.setting, steps, 1 if args.quick else args.seeds, Path(args.out).resolve(),
-                Path(args.cache_dir).resolve(), args.jobs, args.quick, args.search, args.min_gain)
+                Path(args.cache_dir).resolve(), args.jobs, args.quick, args.search, args.significance)
     started = time.time()
     measured = measure(plan)
     if args.downstream:

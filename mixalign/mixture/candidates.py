@@ -13,7 +13,9 @@ import numpy as np
 SHRINKAGES = (0.25, 0.5, 0.75)  # a in (1 - a) w + a * uniform
 SOFTMIN_SCALES = (0.5, 1.0, 2.0)  # temperatures of kl_softmin, in standard deviations of the domain probes' KL
 LAG_TEMPERATURES = (0.5, 1.0, 2.0)  # temperatures of lag_mixture, in standard deviations of the domains' lag
+PROBED = ("solution", "shrink", "kl-softmin")  # the generators that read the domain probes
 FAMILIES = ("natural", "solution", "shrink", "kl-softmin", "lag", "response")  # candidate generators by name
+DEFAULT_CANDIDATES = ("solution", "kl-softmin")  # those that helped on the tuning draw (BENCHMARKS.md, "Choosing")
 
 
 def kl_softmin(domain_kl: np.ndarray, scale: float) -> np.ndarray:
@@ -80,3 +82,8 @@ def candidate_mixtures(solution: np.ndarray, natural: np.ndarray, domain_kl: np.
         if not any(np.allclose(weights, other, atol=1e-9) for other in kept.values()):
             kept[name] = weights
     return kept
+
+
+def needs_domain_probes(families, selection: str) -> bool:
+    """Whether the domain probes must run: for the paper's solver as the answer, or a generator that reads them."""
+    return selection == "solver" or any(name in PROBED for name in families)

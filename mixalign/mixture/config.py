@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mixalign.errors import MixalignError
-from mixalign.mixture.candidates import FAMILIES
+from mixalign.mixture.candidates import DEFAULT_CANDIDATES, FAMILIES
 from mixalign.paths import InputPath, plain
 
 SOLVERS = ("direction", "distance")
@@ -36,17 +36,14 @@ class MixtureConfig:
         smoothing: a in w <- (1 - a) w + a * prior, before the candidates are measured.
         prior: ``uniform`` or ``natural``.
         rounds: re-probe and re-solve this many times over training (1 = once).
-        selection: ``measured`` trains each candidate mixture (the solution, its shrinkages toward
-            uniform, uniform, natural, the kl-softmin mixtures when exact KL is at hand, and the
-            share-response estimates) as a probe, keeps uniform unless one is measurably better,
-            and of those that are, the one closest to uniform among near-ties with the best;
-            ``solver`` uses the solution as it is (the paper's).
-        min_gain: with ``measured``, a candidate replaces uniform only if its probe is at least this
-            fraction of uniform's distance closer to the target (and more than 2 paired SEs); a
-            share-response estimate that gives every domain half to twice its uniform share needs
-            only the 2 SEs when no candidate clears this.
-        response: with ``measured``, one more probe per domain near uniform (its tilt) and the
-            share-response candidates built from them (`mixalign/mixture/response.py`).
+        selection: ``measured`` trains each candidate mixture (``candidates``) as a probe and keeps
+            the one the long-run model predicts lowest, among those measurably closer than uniform
+            (`selection.py`), else uniform; ``solver`` uses the solution as it is (the paper's).
+        significance: a candidate is measurably closer than uniform when its probe beats uniform's
+            by more than this many paired standard errors over the texts.
+        long_run: (a, b) of the long-run model, main-run change / uniform's =
+            a * probe margin / uniform's + b * KL(w || uniform) (`predict.py`; fitted on the tuning
+            draw by `benchmarks/tune.py`).
         processes: probes run in this many worker processes.
         max_batch_tokens: scoring batch budget (default: by device).
         cache_dir: probe results are cached here.
@@ -59,7 +56,7 @@ class MixtureConfig:
     n_texts: int | None = None
     probe_steps: int = 40
     candidate_steps: int | None = None
-    candidates: list[str] = field(default_factory=lambda: list(FAMILIES))
+    candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
     probe_learning_rate: float | None = None
     warmup_steps: int = 0
     solver: str = "direction"
@@ -67,8 +64,8 @@ class MixtureConfig:
     prior: str = "uniform"
     rounds: int = 1
     selection: str = "measured"
-    min_gain: float = 0.1
-    response: bool = True
+    significance: float = 2.0
+    long_run: tuple[float, float] = (1.0, 0.0)
     processes: int = 1
     max_batch_tokens: int | None = None
     cache_dir: str = "mixture_cache"
@@ -79,8 +76,10 @@ class MixtureConfig:
         for name, allowed in (("solver", SOLVERS), ("prior", PRIORS), ("selection", SELECTIONS)):
             if getattr(self, name) not in allowed:
                 raise MixalignError(f"mixture.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0 <= self.min_gain < 1:
-            raise MixalignError(f"mixture.min_gain must be in [0, 1), got {self.min_gain}")
+        if self.significance < 0:
+            raise MixalignError(f"mixture.significance must be >= 0, got {self.significance}")
+        if len(self.long_run) != 2:
+            raise MixalignError(f"mixture.long_run must be two numbers (a, b), got {self.long_run!r}")
         if not 0 <= self.smoothing <= 1:
             raise MixalignError(f"mixture.smoothing must be in [0, 1], got {self.smoothing}")
         unknown = sorted(set(self.candidates) - set(FAMILIES))

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mixalign.mixture.candidates import LAG_TEMPERATURES, SHRINKAGES, SOFTMIN_SCALES, needs_domain_probes
+from mixalign.mixture.response import SHARPNESS
+
 FORWARD_SHARE = 1 / 3  # a forward-only token in training-token equivalents (backward ~ 2x forward)
 
 
@@ -48,3 +51,16 @@ def method_cost(domains: int, probe_steps: int, candidates: int, candidate_steps
     trained = (domains * probe_steps + (tilts + candidates) * candidate_steps) * tokens_per_step
     scored = (probes + 1) * textset_tokens * (2 if exact else 1)
     return CostAccount(trained, scored, main_train_tokens, probes, seconds)
+
+
+def planned_cost(candidates: list[str], selection: str, domains: int, probe_steps: int, candidate_steps: int,
+                 tokens_per_step: int, textset_tokens: int, exact: bool, main_train_tokens: int) -> CostAccount:
+    """The account of a configuration before it runs (every candidate counted, none deduplicated)."""
+    sizes = {"natural": 1, "solution": 1, "shrink": len(SHRINKAGES), "kl-softmin": len(SOFTMIN_SCALES),
+             "lag": len(LAG_TEMPERATURES), "response": len(SHARPNESS)}
+    measured = selection == "measured"
+    count = 1 + sum(sizes[name] for name in candidates) if measured else 0
+    probing = needs_domain_probes(candidates, selection)
+    return method_cost(domains if probing else 0, probe_steps, count, candidate_steps,
+                       domains if measured and "response" in candidates else 0, tokens_per_step, textset_tokens,
+                       exact, main_train_tokens)

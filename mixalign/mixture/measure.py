@@ -159,5 +159,5 @@ def measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeS
         candidates.append(Candidate(name, weights, float(terms.mean()), to_t, from_t, to_bits_per_byte(predicted, B),
                                     margin, se if name != "uniform" else 0.0))
     selection = select(measured, "exact KL" if ctx.target.exact else "log-likelihood-vector distance",
-                       min_gain=config.min_gain, near_uniform=frozenset(response))
+                       config.long_run, config.significance)
     return candidates, selection, dict(zip([job.name for job in jobs], results))

@@ -107,7 +107,7 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
         candidate_ratio = sum(map(candidate_settings.lr, range(candidate_settings.steps))) / (
             domain_settings.steps * domain_settings.learning_rate)
         response, tilts = (probe_response(ctx, base, candidate_settings, config.processes)
-                           if config.response and "response" in config.candidates else ({}, {}))
+                           if "response" in config.candidates else ({}, {}))
         candidates, selection, results = measure_candidates(ctx, weights, candidate_settings, A, t, candidate_ratio,
                                                              config, domain_exact, domain_lag(ctx, base), response)
         every_probe.update(tilts)
@@ -156,7 +156,8 @@ def _provenance(config: MixtureConfig, ctx: ProbeContext, domain_settings, candi
         "smoothing": config.smoothing,
         "prior": config.prior,
         "selection": config.selection,
-        "response": config.response and config.selection == "measured",
+        "candidates": list(config.candidates) if config.selection == "measured" else None,
+        "long_run": list(config.long_run),
     }
 
 

@@ -1,34 +1,11 @@
-"""Choosing among measured mixtures: never recommend one that is not measurably better than uniform.
+"""Choosing among measured mixtures: the one the long-run model puts farthest below uniform, or uniform.
 
-The solver trusts a first-order model of short probes over a run many times longer, and its
-direction solver returns sparse mixtures; on a target trained on a near-uniform mixture that
-solution ended twice as far as uniform (SPEC section 3, step 6). So a few candidate mixtures (the
-solution, its shrinkages toward uniform, uniform, natural) are each trained as a short probe and
-measured against the target, and the best measured one is kept only if it beats uniform by more
-than `z` paired standard errors over the texts *and* by at least `min_gain` of uniform's distance.
-The second test is there because a short probe's ranking of mixtures that are all near uniform
-does not survive a run many times longer: on a near-uniform target the probes put a shrunk solution
-3-5% below uniform (z = 4 to 6) and the full run put it 3% above (BENCHMARKS.md, "Robustness").
-
-Of the candidates that pass, the one closest to uniform is kept among those whose gain is within
-`TIE` of the best gain. A short probe does not see the harm of concentrating the weight: the
-domains a sparse mixture starves are forgotten over the long run, and a small domain given a large
-weight is repeated for many epochs. On a robustness target (its own mixture 0.43 email, spread
-elsewhere) the sharpest candidate (0.55 email, five domains near 0) was the probes' best by a hair
-and ended 57% *above* uniform after 200 steps (`benchmarks/robustness.py` at commit 65d4bde); the
-flatter one tied with it at probe time ends 13% below uniform, closing 70% of the gap to the
-target's own mixture (BENCHMARKS.md, "Robustness", target 1).
-
-`min_gain` kept uniform on every near-uniform target, whose whole gap to its own mixture is a few
-percent of the distance: no candidate can clear 10% there. The share-response estimate
-(`response.py`) is built from probes near uniform and flattened; when no candidate clears
-`min_gain`, it is kept if it beats uniform by z paired SEs and gives every domain between half and
-twice its uniform share. The band is not decoration: toward the far demo target (another model,
-whose per-domain gains say more about its size than its mixture; `mixalign weights --config
-configs/pile.yaml --mixture.target checkpoints/target.ckpt`) the estimate starves three domains,
-the pattern that reversed over long runs before; outside the band it stays a candidate like any
-other. Its effect on the robustness targets is in BENCHMARKS.md ("Robustness").
-Pure functions of per-text distances.
+Each candidate mixture was trained as a short probe and measured against the target, paired with
+uniform's probe over the same texts. A candidate is eligible when its probe is measurably closer to
+the target than uniform's (more than `z` paired standard errors); of the eligible, the one whose
+*predicted* main-run change against uniform (`predict.py`: the probe's margin, discounted for how
+concentrated the mixture is) is lowest is kept, if that prediction is below zero. Otherwise uniform
+is kept and the reason says why. Pure functions of per-text distances.
 """
 
 from __future__ import annotations
@@ -38,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TIE = 0.25  # candidates within this fraction of the best gain over uniform count as tied with it
-NEAR = 2.0  # near uniform: every domain keeps between 1/NEAR and NEAR times its uniform share
+from mixalign.mixture.predict import predict_relative_change
 
 
 @dataclass(frozen=True)
@@ -64,64 +40,44 @@ def paired_difference(a: Measured, b: Measured) -> tuple[float, float]:
 @dataclass(frozen=True)
 class Selection:
     chosen: str
-    best: str  # the lowest measured distance, whether or not it was kept
-    margin: float  # best minus uniform (negative: better)
+    best: str  # the lowest measured distance at probe time, whether or not it was kept
+    margin: float  # the chosen minus uniform at probe time (negative: closer)
     margin_se: float
+    predicted: float  # the long-run model's (main run - uniform) / uniform for the chosen (0 for uniform)
     reason: str
 
 
-def _passes(m: Measured, uniform: Measured, z: float, needed: float) -> bool:
+def predictions(measured: list[Measured], long_run) -> dict[str, float]:
+    """Each candidate's predicted relative change of the main run's distance against uniform."""
+    uniform = next(m for m in measured if m.name == "uniform")
+    return {m.name: predict_relative_change(paired_difference(m, uniform)[0] / uniform.distance, m.weights, long_run)
+            for m in measured if m.name != "uniform"}
+
+
+def _measurably_closer(m: Measured, uniform: Measured, z: float) -> bool:
     margin, se = paired_difference(m, uniform)
-    return margin + z * se < 0 and -margin >= needed
+    return margin + z * se < 0
 
 
-def _is_near(weights: np.ndarray, uniform: np.ndarray) -> bool:
-    ratio = weights / uniform
-    return bool((ratio >= 1 / NEAR).all() and (ratio <= NEAR).all())
-
-
-def _closest_to_uniform(candidates: list[Measured], uniform: Measured) -> Measured:
-    return min(candidates, key=lambda m: np.abs(m.weights - uniform.weights).sum())
-
-
-def select(measured: list[Measured], measure: str, z: float = 2.0, min_gain: float = 0.1,
-           tie: float = TIE, near_uniform: frozenset[str] = frozenset()) -> Selection:
-    """Uniform unless a candidate beats it by more than z paired SEs and by at least `min_gain` x
-    uniform's distance; of those that do, the one closest to uniform (L1) whose measured gain is
-    within `tie` of the best's (see the module docstring).
-
-    `near_uniform` names candidates estimated from probes near uniform (`response.py`): when no
-    candidate clears `min_gain`, the flattest of these that beats uniform by z paired SEs *and*
-    stays near uniform (every share within a factor NEAR of uniform's) is kept instead of uniform.
-    """
+def select(measured: list[Measured], measure: str, long_run, z: float = 2.0) -> Selection:
+    """Uniform, unless a candidate beats it by more than z paired SEs at probe time *and* the long-run
+    model predicts its main run below uniform's: then the lowest prediction among those."""
     by_name = {m.name: m for m in measured}
-    if "uniform" not in by_name:
-        raise ValueError("the candidates must include uniform, the reference")
+    if "uniform" not in by_name or by_name["uniform"].distance <= 0:
+        raise ValueError("the candidates must include uniform, the reference, at a positive distance")
     uniform = by_name["uniform"]
     best = min(measured, key=lambda m: m.distance)
-    needed = min_gain * uniform.distance
-    passing = [m for m in measured if m.name != "uniform" and _passes(m, uniform, z, needed)]
-    local = [m for m in measured if m.name in near_uniform and _is_near(m.weights, uniform.weights)
-             and _passes(m, uniform, z, 0.0)]
-    if best.name == "uniform":
-        return Selection("uniform", "uniform", 0.0, 0.0, f"uniform has the lowest measured {measure}")
-    if not passing and local:
-        chosen = _closest_to_uniform(local, uniform)
-        margin, se = paired_difference(chosen, uniform)
-        return Selection(chosen.name, best.name, margin, se,
-                         f"no candidate cleared min_gain ({needed:.4f}); {chosen.name}, the flattest of the "
-                         f"estimates made near uniform that beat it by {z:g} SE, is {-margin:.4f} +- {se:.4f} "
-                         f"bits/byte below uniform")
-    if not passing:
-        margin, se = paired_difference(best, uniform)
-        return Selection("uniform", best.name, margin, se,
-                         f"the best candidate ({best.name}) is not measurably better than uniform in {measure} "
-                         f"({margin:+.4f} +- {se:.4f} bits/byte; needed {z:g} SE and {needed:.4f}): keeping uniform")
-    top = min(passing, key=lambda m: m.distance)
-    window = top.distance + tie * (uniform.distance - top.distance)
-    chosen = _closest_to_uniform([m for m in passing if m.distance <= window], uniform)
-    margin, se = paired_difference(chosen, uniform)
-    why = (f"lowest measured {measure}" if chosen is top else
-           f"closest to uniform of the candidates within {tie:.0%} of the best gain ({top.name}: "
-           f"{uniform.distance - top.distance:.4f})")
-    return Selection(chosen.name, best.name, margin, se, f"{why}, {-margin:.4f} +- {se:.4f} bits/byte below uniform")
+    predicted = predictions(measured, long_run)
+    eligible = [name for name, p in predicted.items() if p < 0 and _measurably_closer(by_name[name], uniform, z)]
+    if not eligible:
+        margin, se = paired_difference(best, uniform) if best is not uniform else (0.0, 0.0)
+        why = ("uniform has the lowest measured " + measure if best is uniform else
+               f"no candidate is both measurably closer than uniform ({z:g} paired SE) and predicted closer after "
+               f"the main run (best at probe time: {best.name}, {margin:+.4f} +- {se:.4f} bits/byte)")
+        return Selection("uniform", best.name, 0.0, 0.0, 0.0, why + ": keeping uniform")
+    chosen = min(eligible, key=predicted.get)
+    margin, se = paired_difference(by_name[chosen], uniform)
+    return Selection(chosen, best.name, margin, se, predicted[chosen],
+                     f"{-margin:.4f} +- {se:.4f} bits/byte below uniform in {measure} at probe time; predicted "
+                     f"{-predicted[chosen]:.0%} below uniform after the main run, the lowest of the "
+                     f"{len(eligible)} eligible")
