@@ -30,7 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, replace_section, write_result  # noqa: E402
 from benchmarks.robustness import FAMILIES  # noqa: E402
-from mixalign.mixture.predict import concentration, fit_long_run, predict_relative_change  # noqa: E402
+from mixalign.mixture.predict import (  # noqa: E402
+    concentration,
+    fit_long_run,
+    predict_relative_change,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 Z = 2.0  # the significance every rule uses (mixture.significance)

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from mixalign.mixture.candidates import FAMILIES, candidate_mixtures, lag_mixture
-from mixalign.mixture.predict import concentration, fit_long_run, predict_relative_change
+from mixalign.mixture.predict import (
+    concentration,
+    fit_long_run,
+    predict_relative_change,
+)
 
 
 def test_concentration_is_kl_to_uniform():

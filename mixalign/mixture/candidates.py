@@ -55,7 +55,8 @@ def lag_mixture(domain_lag: np.ndarray, temperature: float, readable: np.ndarray
 
 def candidate_mixtures(solution: np.ndarray, natural: np.ndarray, domain_kl: np.ndarray | None = None,
                        response: dict[str, np.ndarray] | None = None, domain_lag: np.ndarray | None = None,
-                       readable: np.ndarray | None = None, families: tuple[str, ...] = FAMILIES) -> dict[str, np.ndarray]:
+                       readable: np.ndarray | None = None, families: tuple[str, ...] = FAMILIES,
+                       softmin_scales: tuple[float, ...] = SOFTMIN_SCALES) -> dict[str, np.ndarray]:
     """The mixtures worth measuring, by name, uniform first; near-duplicates (a solution that is
     uniform) appear once. `families` names the generators to use (FAMILIES).
 
@@ -73,7 +74,7 @@ def candidate_mixtures(solution: np.ndarray, natural: np.ndarray, domain_kl: np.
     if "shrink" in families:
         named.update({f"shrink {a:.2f}": (1 - a) * solution + a * uniform for a in SHRINKAGES})
     if domain_kl is not None and "kl-softmin" in families:
-        named.update({f"kl-softmin {s:.2f}": kl_softmin(domain_kl, s) for s in SOFTMIN_SCALES})
+        named.update({f"kl-softmin {s:.2f}": kl_softmin(domain_kl, s) for s in softmin_scales})
     if domain_lag is not None and "lag" in families:
         named.update({f"lag {t:.2f}": lag_mixture(domain_lag, t, readable) for t in LAG_TEMPERATURES})
     named.update(response or {})

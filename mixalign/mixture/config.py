@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mixalign.errors import MixalignError
-from mixalign.mixture.candidates import DEFAULT_CANDIDATES, FAMILIES
+from mixalign.mixture.candidates import DEFAULT_CANDIDATES, FAMILIES, SOFTMIN_SCALES
 from mixalign.paths import InputPath, plain
 
 SOLVERS = ("direction", "distance")
@@ -28,6 +28,8 @@ class MixtureConfig:
         candidate_steps: optimizer steps of each candidate's probe (default: probe_steps).
         candidates: the candidate generators measured with ``measured`` (natural, solution, shrink,
             kl-softmin, lag, response); uniform is always measured.
+        softmin_scales: the temperatures of the kl-softmin candidates, in standard deviations of the
+            domain probes' exact KL (lower: more concentrated).
         probe_learning_rate: peak learning rate of the probes (default: the model's).
         warmup_steps: from scratch: train this many steps on uniform weights before the first
             round (probes of a random model say little). They are the run's first steps.
@@ -57,6 +59,7 @@ class MixtureConfig:
     probe_steps: int = 40
     candidate_steps: int | None = None
     candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
+    softmin_scales: tuple[float, ...] = SOFTMIN_SCALES
     probe_learning_rate: float | None = None
     warmup_steps: int = 0
     solver: str = "direction"

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mixalign.mixture.candidates import LAG_TEMPERATURES, SHRINKAGES, SOFTMIN_SCALES, needs_domain_probes
+from mixalign.mixture.candidates import (
+    LAG_TEMPERATURES,
+    SHRINKAGES,
+    SOFTMIN_SCALES,
+    needs_domain_probes,
+)
 from mixalign.mixture.response import SHARPNESS
 
 FORWARD_SHARE = 1 / 3  # a forward-only token in training-token equivalents (backward ~ 2x forward)
@@ -54,9 +59,10 @@ def method_cost(domains: int, probe_steps: int, candidates: int, candidate_steps
 
 
 def planned_cost(candidates: list[str], selection: str, domains: int, probe_steps: int, candidate_steps: int,
-                 tokens_per_step: int, textset_tokens: int, exact: bool, main_train_tokens: int) -> CostAccount:
+                 tokens_per_step: int, textset_tokens: int, exact: bool, main_train_tokens: int,
+                 softmin_scales=SOFTMIN_SCALES) -> CostAccount:
     """The account of a configuration before it runs (every candidate counted, none deduplicated)."""
-    sizes = {"natural": 1, "solution": 1, "shrink": len(SHRINKAGES), "kl-softmin": len(SOFTMIN_SCALES),
+    sizes = {"natural": 1, "solution": 1, "shrink": len(SHRINKAGES), "kl-softmin": len(softmin_scales),
              "lag": len(LAG_TEMPERATURES), "response": len(SHARPNESS)}
     measured = selection == "measured"
     count = 1 + sum(sizes[name] for name in candidates) if measured else 0

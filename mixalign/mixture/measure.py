@@ -143,7 +143,8 @@ def measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeS
     domains = ctx.datamodule.domains
     natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in domains])
     readable = np.array([d not in ctx.textset.scarce_domains(domains) for d in domains])
-    named = candidate_mixtures(solution, natural, domain_kl, response, lag, readable, tuple(config.candidates))
+    named = candidate_mixtures(solution, natural, domain_kl, response, lag, readable, tuple(config.candidates),
+                               tuple(config.softmin_scales))
     jobs = [ctx.job(f"candidate {n}", w, settings) for n, w in named.items()]
     results = run_probes(jobs, progress="candidates", ranks=ctx.ranks)
     B, lT = ctx.textset.mean_bytes, ctx.target.vector.values
