@@ -153,3 +153,46 @@ def test_bad_input(case, capsys, work, corpus):
 def test_unknown_config_key_uses_lightning_cli_message(capsys):
     code, message = run(capsys, "fit", "--config", str(TINY), "--data.nonsense", "1")
     assert code == 2 and "unrecognized arguments: --data.nonsense" in message
+
+
+def _short_vector(work: Path, cut: int, poison: float | None = None) -> str:
+    """The shipped target vector with its last `cut` values dropped (its text-set hash kept), or one value poisoned."""
+    import numpy as np
+
+    with np.load(REPO / "checkpoints/target.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if cut:
+        arrays.update(values=arrays["values"][:-cut], n_bytes=arrays["n_bytes"][:-cut], domains=arrays["domains"][:-cut])
+    if poison is not None:
+        arrays["values"] = arrays["values"].copy()
+        arrays["values"][3] = poison
+    path = work / f"bad-{cut}-{poison}.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("cut, poison, pattern", [
+    (10, None, r"vector .*bad-10-None.npz: 990 values, but its text set a228f82f6a2c has 1000 texts"),
+    (0, float("nan"), r"bad-0-nan.npz: 1 of its values are NaN or infinite"),
+    (0, float("inf"), r"bad-0-inf.npz: 1 of its values are NaN or infinite"),
+])
+def test_a_target_vector_of_the_wrong_length_or_with_nan_is_refused_before_any_run(cut, poison, pattern, capsys,
+                                                                                    work, demo_cache):
+    """A vector cut short but carrying its text set's hash was subset by index into a wrong distance."""
+    args = ["fit", "--config", str(TINY), "--data.cache_dir", str(demo_cache), "--trainer.default_root_dir",
+            str(work / "run"), "--mixture.target", _short_vector(work, cut, poison), "--kl.n_texts", "40"]
+    code, message = run(capsys, *args)
+    assert code == 2 and __import__("re").search(pattern, message), message
+    assert not (work / "run").exists() or not list((work / "run").rglob("*.ckpt"))
+
+
+def test_weights_whose_sum_overflows_keep_their_proportions_and_odd_keys_are_named():
+    import numpy as np
+
+    from mixalign.data.weights import normalise_weights
+    from mixalign.errors import DataError
+
+    assert np.allclose(normalise_weights({"a": 1e308, "b": 1e308}, ["a", "b"]), [0.5, 0.5])
+    assert np.allclose(normalise_weights({"a": 3e307, "b": 1e308, "c": 1e308}, ["a", "b", "c"]), [3 / 23, 10 / 23, 10 / 23])
+    with pytest.raises(DataError, match=r"domain names must be strings, got \[1, None\]"):
+        normalise_weights({1: 0.5, None: 0.5, "a": 1.0}, ["a"])

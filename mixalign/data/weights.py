@@ -57,6 +57,9 @@ def resolve_weights(spec: WeightsSpec, domains: Sequence[str], train_tokens: Seq
 
 
 def normalise_weights(raw: Mapping[str, float], domains: Sequence[str]) -> np.ndarray:
+    odd = [key for key in raw if not isinstance(key, str)]
+    if odd:
+        raise DataError(f"data.weights: domain names must be strings, got {odd!r}")
     unknown = sorted(set(raw) - set(domains))
     if unknown:
         raise DataError(f"data.weights: unknown domain(s) {unknown}; known domains: {list(domains)}")
@@ -70,4 +73,5 @@ def normalise_weights(raw: Mapping[str, float], domains: Sequence[str]) -> np.nd
         weights[i] = value
     if weights.sum() <= 0:
         raise DataError(f"data.weights: all weights are zero for domains {list(domains)}")
+    weights /= weights.max()  # finite weights whose sum overflows (1e308 + 1e308) keep their proportions
     return weights / weights.sum()

@@ -322,12 +322,18 @@ def model_vector(spec: str, textset, cache_dir: str | os.PathLike, max_batch_tok
     if str(spec).endswith(".npz"):
         vector = load_vector(spec)
         if vector.textset_hash == textset.meta.get("subset_of"):  # a vector of the full set serves its subsets
+            if len(vector) != textset.meta.get("subset_of_n", len(vector)):
+                raise MixalignError(f"vector {spec}: {len(vector)} values, but its text set {vector.textset_hash[:12]} "
+                                    f"has {textset.meta['subset_of_n']} texts")
             vector = subset_vector(vector, textset)
         if vector.textset_hash != textset.hash:
             raise MixalignError(
                 f"vector {spec} was scored on text set {vector.textset_hash[:12]}, "
                 f"but this run uses text set {textset.hash[:12]} ({len(textset)} texts)"
             )
+        if len(vector) != len(textset):
+            raise MixalignError(f"vector {spec}: {len(vector)} values for the {len(textset)} texts of its text set "
+                                f"{textset.hash[:12]}")
         return vector
     path = Path(spec)
     if not path.exists():

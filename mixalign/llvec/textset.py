@@ -270,7 +270,7 @@ def subset_textset(ts: TextSet, n: int) -> TextSet:
     return TextSet(
         texts=tuple(ts.texts[i] for i in keep),
         domains=tuple(ts.domains[i] for i in keep),
-        meta={**ts.meta, "subset_of": ts.hash, "n": n},
+        meta={**ts.meta, "subset_of": ts.hash, "subset_of_n": len(ts), "n": n},
     )
 
 

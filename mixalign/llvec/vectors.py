@@ -116,6 +116,11 @@ def load_vector(path) -> LogLikelihoodVector:
         raise DataError(f"{path}: vector format version {header.get('version')!r} is not supported (expected {VERSION})")
     if values.dtype != np.float64:
         raise DataError(f"{path}: values are {values.dtype}, expected float64")
+    if values.ndim != 1 or values.shape != n_bytes.shape or len(domains) != len(values):
+        raise DataError(f"{path}: inconsistent log-likelihood vector: {values.shape} values, {n_bytes.shape} byte "
+                        f"counts, {len(domains)} domains")
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: {int((~np.isfinite(values)).sum())} of its values are NaN or infinite")
     try:
         return LogLikelihoodVector(
             values=values,
