@@ -219,3 +219,18 @@ def test_datamodule_rejects_domain_smaller_than_a_window(corpus, tmp_path):
                                block_size=100_000, cache_dir=str(tmp_path))
     with pytest.raises(DataError, match=r"domain 'alpha' has \d+ training tokens, fewer than one window"):
         dm.setup("fit")
+
+
+def test_a_zstd_shard_of_several_frames_is_read_to_its_end(tmp_path):
+    """Every frame of a multi-frame shard is read (`read_across_frames`), in order."""
+    import json as _json
+
+    import zstandard
+
+    from mixalign.data.reader import read_shard
+
+    line = lambda i: (_json.dumps({"text": f"document {i}", "meta": {"pile_set_name": "a"}}) + "\n").encode()  # noqa: E731
+    frames = [zstandard.ZstdCompressor().compress(b"".join(line(i) for i in range(k, k + 3))) for k in (0, 3, 6)]
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(b"".join(frames))
+    assert [d.text for d in read_shard(path)] == [f"document {i}" for i in range(9)]

@@ -84,8 +84,11 @@ def _open_lines(path: Path) -> Iterator[bytes]:
         if path.name.endswith(".zst"):
             import zstandard
 
-            reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
-            yield from reader
+            reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+            try:
+                yield from reader
+            except zstandard.ZstdError as exc:
+                raise DataError(f"{path}: not a readable zstd stream (corrupt or not zstd): {exc}") from None
         else:
             yield from raw
 
