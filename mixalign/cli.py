@@ -196,6 +196,8 @@ def weights_main(args: list[str]) -> None:
     if mixture.warmup_steps:
         raise MixalignError("mixture.warmup_steps > 0: the mixture depends on the warm-up training, which is the "
                             "run's own first steps; run `mixalign fit` (the weights land in the run directory)")
+    if Path(cli.config["out"]).is_dir():  # before the probes, not after them
+        raise MixalignError(f"--out {cli.config['out']}: is a directory; name the weights file (.yaml) to write")
     starts = round_starts(trainer.max_steps, mixture.rounds, 0)
     ranks = weights_ranks(trainer)
     if ranks.world > 1:  # one process per node tokenizes the data; the others wait and read its cache

@@ -108,6 +108,9 @@ CASES = {
     "kl of vectors from different text sets": (lambda w, c: ["kl", str(REPO / "checkpoints/target.npz"), str(w / "small.npz")],
                                                r"text set"),
     "weights without --out": (lambda w, c: ["weights", "--config", str(TINY)], r"required: out"),
+    "weights --out an existing directory": (lambda w, c: ["weights", "--config", str(TINY), "--mixture.target", TARGET_NPZ,
+                                                          "--out", str(w / "shards")],
+                                            r"--out .*shards: is a directory; name the weights file"),
     "corrupt zstd shard": (lambda w, c: fit(w, c, "--data.source", shard(w, "bad.jsonl.zst", b"not zstd at all" * 20)),
                            r"bad.jsonl.zst: not a readable zstd stream \(corrupt or not zstd\)"),
 }
