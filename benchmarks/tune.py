@@ -33,7 +33,7 @@ from benchmarks.robustness import FAMILIES  # noqa: E402
 from mixalign.mixture.predict import (  # noqa: E402
     concentration,
     fit_long_run,
-    predict_relative_change,
+    predict_change,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,19 +43,16 @@ CANDIDATE_SETS = {"all": ("solution", "kl-softmin", "lag"), "kl-softmin + lag": 
 
 
 def points(row: dict) -> list[dict]:
-    """The main-run candidates of one setting: name, family, r (probe), se, conc, R (main run), z (main run)."""
-    uniform = next(c for c in row["candidates"] if c["name"] == "uniform")
-    probe_uniform = (uniform["exact_to_target"] + uniform["exact_from_target"]) / 2
-    main_uniform = row["exact_kl"]["uniform"]
+    """The main-run candidates of one setting: name, family, m (probe margin), conc, M (main-run change), z."""
     out = []
     for c in row["candidates"]:
         if "main_minus_uniform" not in c:
             continue
-        out.append({"name": c["name"], "family": c["name"].split()[0], "r": c["margin"] / probe_uniform,
+        out.append({"name": c["name"], "family": c["name"].split()[0], "m": c["margin"],
                     "significant": c["margin"] + Z * c["margin_se"] < 0,
                     "weights": np.array(list(c["weights"].values())),
                     "conc": concentration(np.array(list(c["weights"].values()))),
-                    "R": c["main_minus_uniform"] / main_uniform, "M": c["main_minus_uniform"],
+                    "M": c["main_minus_uniform"],
                     "z": c["main_minus_uniform"] / c["main_minus_uniform_se"]})
     return out
 
@@ -67,7 +64,7 @@ def spearman(a, b) -> float:
 
 def fit(rows: list[list[dict]]) -> tuple[float, float]:
     pts = [p for ps in rows for p in ps]
-    return fit_long_run(np.array([p["r"] for p in pts]), np.array([p["conc"] for p in pts]), np.array([p["R"] for p in pts]))
+    return fit_long_run(np.array([p["m"] for p in pts]), np.array([p["conc"] for p in pts]), np.array([p["M"] for p in pts]))
 
 
 def choose(pts: list[dict], rule: str, coef) -> dict | None:
@@ -81,7 +78,7 @@ def choose(pts: list[dict], rule: str, coef) -> dict | None:
 
 
 def predict(p: dict, coef) -> float:
-    return predict_relative_change(p["r"], p["weights"], coef)
+    return predict_change(p["m"], p["weights"], coef)
 
 
 def replay(table: list[dict], per_setting: list[list[dict]], rule: str, families: tuple[str, ...]) -> dict:
@@ -115,10 +112,10 @@ def analyse(tuning: dict) -> dict:
     loso = []
     for i, pts in enumerate(per_setting):
         c = fit([q for j, q in enumerate(per_setting) if j != i])
-        loso.append([(predict(p, c), p["R"]) for p in pts])
+        loso.append([(predict(p, c), p["M"]) for p in pts])
     within = [spearman([a for a, _ in s], [b for _, b in s]) for s in loso if len(s) > 2]
     pooled = [x for s in loso for x in s]
-    probe_only = [spearman([p["r"] for p in pts], [p["R"] for p in pts]) for pts in per_setting if len(pts) > 2]
+    probe_only = [spearman([p["m"] for p in pts], [p["M"] for p in pts]) for pts in per_setting if len(pts) > 2]
     rules = ["long-run model", "significant, lowest probe margin"] + [
         f"always {n}" for n in ("kl-softmin 1.00", "lag 1.00", "lag 2.00", "solution")]
     replays = {f"{rule} | {name}": replay(table, per_setting, rule, fams)

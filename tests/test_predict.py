@@ -11,7 +11,7 @@ from mixalign.mixture.candidates import FAMILIES, candidate_mixtures, lag_mixtur
 from mixalign.mixture.predict import (
     concentration,
     fit_long_run,
-    predict_relative_change,
+    predict_change,
 )
 
 
@@ -30,7 +30,7 @@ def test_the_fit_recovers_the_coefficients_of_data_it_generated():
     a, b = fit_long_run(r, conc, outcomes)
     assert a == pytest.approx(0.7, rel=1e-9) and b == pytest.approx(0.04, rel=1e-9)
     w = np.array([0.7, 0.1, 0.1, 0.1])
-    assert predict_relative_change(-0.2, w, (a, b)) == pytest.approx(-0.14 + 0.04 * concentration(w), rel=1e-9)
+    assert predict_change(-0.2, w, (a, b)) == pytest.approx(-0.14 + 0.04 * concentration(w), rel=1e-9)
 
 
 def test_the_lag_mixture_recovers_a_mixture_whose_log_shares_are_the_lags():

@@ -57,7 +57,7 @@ def test_paired_difference_cancels_what_the_texts_share():
     assert diff == pytest.approx(0.01, abs=0.0005) and se < 1e-4 < shared.std() / 20
 
 
-LONG_RUN = (0.6, 0.05)  # a, b of the long-run model: the probe's margin carries 60%, concentration costs 5%/nat
+LONG_RUN = (2.0, 0.014)  # a, b of the long-run model: twice the probe's margin, 0.014 bits/byte a nat of concentration
 
 
 def test_a_mixture_worse_than_uniform_at_probe_time_is_never_kept():
@@ -73,7 +73,8 @@ def test_a_large_significant_gain_is_kept_and_noise_is_not():
     rng = np.random.default_rng(3)
     base = rng.gamma(2.0, 0.01, 300)
     clear = select([measured("uniform", base), measured("solution", base * 0.7)], "exact KL", LONG_RUN)
-    assert clear.chosen == "solution" and clear.predicted == pytest.approx(0.6 * -0.3, rel=1e-9)  # [0.5, 0.5]: flat
+    assert clear.chosen == "solution"
+    assert clear.predicted == pytest.approx(2.0 * -0.3 * base.mean(), rel=1e-9)  # weights [0.5, 0.5]: no concentration
     noise = rng.normal(0, 0.2, 300)
     noise -= noise.mean()  # the lowest mean of the three, by 30%, but far inside its standard error
     s = select([measured("uniform", base), measured("solution", base * 0.7 + noise)], "exact KL", LONG_RUN)
@@ -82,14 +83,16 @@ def test_a_large_significant_gain_is_kept_and_noise_is_not():
 
 def test_the_long_run_model_prefers_a_flatter_mixture_that_a_plain_argmin_would_not():
     """Sharp is 20% below uniform at probe time, flat 17%; over the main run the model expects sharp's
-    concentration (log 2 - H) to cost more than its extra 3%: flat is kept. A plain argmin keeps sharp."""
+    concentration (KL to uniform, 0.49 nats against 0.05) to cost more than its extra 3%: flat is kept.
+    A plain argmin keeps sharp."""
     rng = np.random.default_rng(5)
     base = rng.gamma(2.0, 0.01, 300)
     sharp, flat = [0.95, 0.05], [0.65, 0.35]
     cands = [measured("uniform", base), measured("sharp", base * 0.80, sharp), measured("flat", base * 0.83, flat)]
     s = select(cands, "exact KL", LONG_RUN)
     assert s.best == "sharp" and s.chosen == "flat"
-    assert s.predicted == pytest.approx(0.6 * -0.17 + 0.05 * (0.65 * math.log(1.3) + 0.35 * math.log(0.7)), rel=1e-9)
+    flat_concentration = 0.65 * math.log(1.3) + 0.35 * math.log(0.7)
+    assert s.predicted == pytest.approx(2.0 * -0.17 * base.mean() + 0.014 * flat_concentration, rel=1e-9)
     assert select(cands, "exact KL", (1.0, 0.0)).chosen == "sharp"  # no concentration cost: the probes' best
     costly = select(cands, "exact KL", (0.1, 1.0))  # concentration outweighs every probe gain: uniform
     assert costly.chosen == "uniform" and "predicted" in costly.reason

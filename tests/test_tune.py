@@ -23,14 +23,13 @@ def candidate(name: str, weights, probe_margin: float, main_change: float) -> di
 
 
 def setting(family: str, flat_main: float, sharp_main: float, mid_main: float = -0.005) -> dict:
-    """Uniform at 0.1 (probe) and 0.2 (main run); the main runs obey R = 2 r + 0.05 conc exactly."""
+    """The main runs obey M = 2 m + 0.05 concentration exactly (m: the probe's margin over uniform)."""
     flat, mid, sharp = [0.4, 0.2, 0.2, 0.2], [0.6, 0.2, 0.1, 0.1], [0.85, 0.05, 0.05, 0.05]
     rows = [{"name": "uniform", "weights": dict(zip(DOMAINS, [0.25] * 4)), "margin": 0.0, "margin_se": 0.0,
              "exact_to_target": 0.1, "exact_from_target": 0.1}]
     for name, w, main in (("kl-softmin 2.00", flat, flat_main), ("kl-softmin 1.00", mid, mid_main),
                           ("kl-softmin 0.50", sharp, sharp_main)):
-        r = (main / 0.2 - 0.05 * concentration(np.array(w))) / 2  # the probe margin that law implies
-        rows.append(candidate(name, w, r * 0.1, main))
+        rows.append(candidate(name, w, (main - 0.05 * concentration(np.array(w))) / 2, main))  # m that law implies
     return {"family": family, "candidates": rows, "exact_kl": {"uniform": 0.2}, "gap_uniform_minus_own": 0.04,
             "chosen": "uniform", "gap_closed": 0.0, "z_vs_uniform": 0.0}
 

@@ -43,9 +43,9 @@ class MixtureConfig:
             (`selection.py`), else uniform; ``solver`` uses the solution as it is (the paper's).
         significance: a candidate is measurably closer than uniform when its probe beats uniform's
             by more than this many paired standard errors over the texts.
-        long_run: (a, b) of the long-run model, main-run change / uniform's =
-            a * probe margin / uniform's + b * KL(w || uniform) (`predict.py`; fitted on the tuning
-            draw by `benchmarks/tune.py`).
+        long_run: (a, b) of the long-run model: main-run change against uniform (bits/byte) =
+            a * probe margin + b * KL(w || uniform) (`predict.py`; fitted on the tuning draw by
+            `benchmarks/tune.py`).
         processes: probes run in this many worker processes.
         max_batch_tokens: scoring batch budget (default: by device).
         cache_dir: probe results are cached here.

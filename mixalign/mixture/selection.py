@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixalign.mixture.predict import predict_relative_change
+from mixalign.mixture.predict import predict_change
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,14 @@ class Selection:
     best: str  # the lowest measured distance at probe time, whether or not it was kept
     margin: float  # the chosen minus uniform at probe time (negative: closer)
     margin_se: float
-    predicted: float  # the long-run model's (main run - uniform) / uniform for the chosen (0 for uniform)
+    predicted: float  # the long-run model's main run minus uniform's, bits/byte, for the chosen (0 for uniform)
     reason: str
 
 
 def predictions(measured: list[Measured], long_run) -> dict[str, float]:
-    """Each candidate's predicted relative change of the main run's distance against uniform."""
+    """Each candidate's predicted main-run distance minus uniform's (bits/byte)."""
     uniform = next(m for m in measured if m.name == "uniform")
-    return {m.name: predict_relative_change(paired_difference(m, uniform)[0] / uniform.distance, m.weights, long_run)
+    return {m.name: predict_change(paired_difference(m, uniform)[0], m.weights, long_run)
             for m in measured if m.name != "uniform"}
 
 
@@ -63,8 +63,8 @@ def select(measured: list[Measured], measure: str, long_run, z: float = 2.0) -> 
     """Uniform, unless a candidate beats it by more than z paired SEs at probe time *and* the long-run
     model predicts its main run below uniform's: then the lowest prediction among those."""
     by_name = {m.name: m for m in measured}
-    if "uniform" not in by_name or by_name["uniform"].distance <= 0:
-        raise ValueError("the candidates must include uniform, the reference, at a positive distance")
+    if "uniform" not in by_name:
+        raise ValueError("the candidates must include uniform, the reference")
     uniform = by_name["uniform"]
     best = min(measured, key=lambda m: m.distance)
     predicted = predictions(measured, long_run)
@@ -79,5 +79,5 @@ def select(measured: list[Measured], measure: str, long_run, z: float = 2.0) -> 
     margin, se = paired_difference(by_name[chosen], uniform)
     return Selection(chosen, best.name, margin, se, predicted[chosen],
                      f"{-margin:.4f} +- {se:.4f} bits/byte below uniform in {measure} at probe time; predicted "
-                     f"{-predicted[chosen]:.0%} below uniform after the main run, the lowest of the "
+                     f"{-predicted[chosen]:.4f} below uniform after the main run, the lowest of the "
                      f"{len(eligible)} eligible")
