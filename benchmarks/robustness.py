@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import multiprocessing
 import sys
@@ -358,7 +359,11 @@ def main() -> None:
     parser.add_argument("--explore", action="store_true", help="also main-run every candidate (the tuning draw)")
     parser.add_argument("--workers", type=int, default=1, help="settings run in this many processes at once")
     parser.add_argument("--write", action="store_true", help="fill BENCHMARKS.md's section of this draw")
+    parser.add_argument("--render", action="store_true",
+                        help="no runs: the table, figure and (with --write) section from this draw's saved results")
     args = parser.parse_args()
+    if args.render:
+        return publish(result_name(args.draw, args.quick), args.draw, args.write)
     if args.explore and args.draw == "held-out":
         parser.error("--explore is for the tuning draw: the held-out draw chooses nothing")
     set_threads(args.threads)
@@ -385,12 +390,22 @@ def main() -> None:
                 print(f"{row['family']} {row['target']}: {row['chosen']} {row['exact_kl']}", flush=True)
                 meta.update(minutes=(time.time() - start) / 60, machine=machine(), complete=len(rows) == len(jobs))
                 write_result(name, {"meta": meta, "summary": summarize(rows), "targets": rows})
+    publish(name, args.draw, args.write and not args.quick)
+
+
+def publish(name: str, draw: str, write: bool) -> None:
+    """results/<name>.md and .png from results/<name>.json; with `write`, BENCHMARKS.md's section of the draw."""
+    saved = json.loads((RESULTS / f"{name}.json").read_text())
+    rows, meta = saved["targets"], saved["meta"]
     text = markdown(rows, summarize(rows), meta)
+    if not meta.get("complete", True):
+        text += (f"\n\nIncomplete: {len(rows)} of the draw's settings ran (stopped for time); the missing ones are "
+                 "the last in the plan's order.")
     with atomic_path(RESULTS / f"{name}.md") as tmp:
         tmp.write_text(text + "\n")
-    figure(rows, RESULTS / f"{name}.png", f"robustness, {args.draw} draw")
+    figure(rows, RESULTS / f"{name}.png", f"robustness, {draw} draw")
     print(text)
-    if args.write and not args.quick:
+    if write:
         section = name.upper().replace("-", "_")
         replace_section(REPO / "BENCHMARKS.md", section, text + f"\n\n![{name}](benchmarks/results/{name}.png)",
                         RESULTS / f"{name}.json")
