@@ -409,6 +409,11 @@ def publish(name: str, draw: str, write: bool) -> None:
         section = name.upper().replace("-", "_")
         replace_section(REPO / "BENCHMARKS.md", section, text + f"\n\n![{name}](benchmarks/results/{name}.png)",
                         RESULTS / f"{name}.json")
+    if write and draw == "held-out":  # the README quotes the held-out draw, and only it
+        summary = text[text.index("\n- all: "):].strip()
+        replace_section(REPO / "README.md", "HELDOUT", f"Held-out draw, code {meta['code_hash']} (commit "
+                        f"{meta['commit']}), `python benchmarks/robustness.py --draw held-out --workers 2 --write`:\n\n"
+                        f"{summary}", RESULTS / f"{name}.json")
 
 
 if __name__ == "__main__":
