@@ -97,8 +97,8 @@ def emit_math(target_bytes: int, seed: int) -> None:
     from absl import flags
 
     flags.FLAGS(["emit-math"])
-    from mathematics_dataset import generate
     import mathematics_dataset.sample.polynomials as mpoly
+    from mathematics_dataset import generate
 
     # sympy 1.5.1's diophantine solver rejects numpy ints that newer numpy hands it.
     _solve = mpoly.diophantine_solve_linear_2d

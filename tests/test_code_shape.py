@@ -55,3 +55,13 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import sys\n\ndef f():\n" + "    x = 1\n" * MAX_LINES + "\nsys.argv[1:] = ['fit']\nsys.argv.insert(1, 'x')\n")
     assert len(long_functions(bad)) == 1 and len(argv_writes(bad)) == 2
+
+
+def test_ruff_is_clean():
+    """The lint rules of pyproject.toml ([tool.ruff]) hold over the whole tree."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "mixalign", "tests", "benchmarks", "scripts"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
