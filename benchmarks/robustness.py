@@ -342,8 +342,27 @@ def _runner(workers: int, setup: tuple):
         yield lambda jobs: pool.imap(_run_job, jobs)
 
 
-def result_name(draw: str, quick: bool) -> str:
-    return "robustness-quick" if quick else f"robustness-{draw.replace('-', '')}"
+def result_name(draw: str, quick: bool, families: tuple[str, ...] = FAMILIES) -> str:
+    """results/<name>.json: one per draw; a run of some families only gets its own file, named after them."""
+    if quick:
+        return "robustness-quick"
+    name = f"robustness-{draw.replace('-', '')}"
+    return name if set(families) == set(FAMILIES) else "-".join((name, *families))
+
+
+def resumable(name: str, meta: dict) -> tuple[list[dict], float]:
+    """The rows of results/<name>.json to keep: all of them, when the file was measured on this code with
+    these sizes (a run cut off, or whose scratch rows were lost), and the minutes they took; an error naming
+    the mismatch otherwise."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return [], 0.0
+    saved = json.loads(path.read_text())
+    for key in ("code_hash", "sizes", "explore", "seed"):
+        if saved["meta"].get(key) != meta[key]:
+            sys.exit(f"--resume: {path} has {key} {saved['meta'].get(key)!r}, this run {meta[key]!r}; "
+                     "run without --resume to measure it again")
+    return saved["targets"], saved["meta"].get("minutes", 0.0)
 
 
 def main() -> None:
@@ -358,6 +377,9 @@ def main() -> None:
     parser.add_argument("--alphas", default="0.3,1,3")
     parser.add_argument("--explore", action="store_true", help="also main-run every candidate (the tuning draw)")
     parser.add_argument("--workers", type=int, default=1, help="settings run in this many processes at once")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="run only these families (own results file)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the settings already in this draw's results file (same code and sizes)")
     parser.add_argument("--write", action="store_true", help="fill BENCHMARKS.md's section of this draw")
     parser.add_argument("--render", action="store_true",
                         help="no runs: the table, figure and (with --write) section from this draw's saved results")
@@ -376,19 +398,24 @@ def main() -> None:
     sizes["scratch_warmup"] = max(1, round(sizes["scratch_steps"] * warm_share))
     seed = DRAWS[args.draw]
     start = time.time()
-    name = result_name(args.draw, args.quick)
+    families = tuple(args.families.split(","))
+    if not set(families) <= set(FAMILIES):
+        parser.error(f"--families: expected some of {','.join(FAMILIES)}, got {args.families}")
+    name = result_name(args.draw, args.quick, families)
     alphas = [float(a) for a in args.alphas.split(",")]
-    settings = plan(seed, args.per_family, alphas, 8)
-    jobs = [({**s, "explore": args.explore}, seed) for s in settings]
+    settings = [s for s in plan(seed, args.per_family, alphas, 8) if s["family"] in families]
     meta = {"draw": args.draw, "seed": seed, "sizes": sizes, "alphas": alphas, "explore": args.explore,
             **code_state(), "config": yaml.safe_load((REPO / "configs" / "pile.yaml").read_text())["mixture"]}
-    rows = []
+    kept, minutes_before = resumable(name, meta) if args.resume else ([], 0.0)
+    done = {(row["family"], row["target"]) for row in kept}
+    jobs = [({**s, "explore": args.explore}, seed) for s in settings if (s["family"], s["index"]) not in done]
+    rows = list(kept)
     with tempfile.TemporaryDirectory(prefix="mixalign-robustness-") as work:
         with _runner(args.workers, (args.cache_dir, sizes, args.threads, work)) as run:
             for row in run(jobs):
                 rows.append(row)
                 print(f"{row['family']} {row['target']}: {row['chosen']} {row['exact_kl']}", flush=True)
-                meta.update(minutes=(time.time() - start) / 60, machine=machine(), complete=len(rows) == len(jobs))
+                meta.update(minutes=minutes_before + (time.time() - start) / 60, machine=machine(), complete=len(rows) == len(settings))
                 write_result(name, {"meta": meta, "summary": summarize(rows), "targets": rows})
     publish(name, args.draw, args.write and not args.quick)
 
