@@ -38,11 +38,17 @@ SEED = 1337
 
 def code_hash(root: str | os.PathLike = REPO) -> str:
     """A hash of every file under mixalign/ and configs/ (paths and bytes): the code a figure measures."""
+    files = [p for folder in MEASURED_CODE for p in sorted((Path(root) / folder).rglob("*"))
+             if p.is_file() and "__pycache__" not in p.parts]
+    return hash_files((p.relative_to(root).as_posix(), p.read_bytes()) for p in files)
+
+
+def hash_files(files) -> str:
+    """The hash of (relative posix path, bytes) pairs, in the order given (code_hash: folder by folder of
+    MEASURED_CODE, each sorted)."""
     digest = hashlib.sha256()
-    for folder in MEASURED_CODE:
-        for path in sorted((Path(root) / folder).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + data + b"\0")
     return digest.hexdigest()[:16]
 
 

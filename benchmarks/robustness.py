@@ -58,8 +58,7 @@ from benchmarks._common import (  # noqa: E402
 )
 from mixalign.data.datamodule import PileMixtureDataModule  # noqa: E402
 from mixalign.io import atomic_path  # noqa: E402
-from mixalign.llvec.compare import exact_kl_between  # noqa: E402
-from mixalign.llvec.models import load_model, model_from_gpt  # noqa: E402
+from mixalign.llvec.models import exact_kl_between, load_model, model_from_gpt  # noqa: E402
 from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset  # noqa: E402
 from mixalign.mixture.config import MixtureConfig  # noqa: E402
 from mixalign.mixture.measure import ProbeContext  # noqa: E402

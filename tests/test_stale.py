@@ -55,3 +55,50 @@ def test_a_block_without_provenance_and_a_pycache_file(tmp_path):
     doc.write_text(doc.read_text() + "<!-- TYPED:BEGIN -->\n| 42% |\n<!-- TYPED:END -->\n")
     assert stale(root) == ["BENCHMARKS.md TYPED: records no code hash (measured before hashes were kept); "
                            "rerun its script"]
+
+
+def git(root: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def committed_checkout(root: Path) -> Path:
+    """A git checkout whose benchmark imports mixalign.measured (and runs `python -m mixalign`), not .other;
+    its results file was measured on the commit."""
+    for name, text in {"__init__.py": "", "measured.py": "from mixalign import helper\n", "helper.py": "X = 1\n",
+                       "other.py": "Y = 1\n", "__main__.py": "from mixalign import cli\n", "cli.py": "Z = 1\n"}.items():
+        (root / "mixalign").mkdir(exist_ok=True)
+        (root / "mixalign" / name).write_text(text)
+    (root / "configs").mkdir()
+    (root / "configs" / "pile.yaml").write_text("mixture: {}\n")
+    (root / "benchmarks" / "results").mkdir(parents=True)
+    (root / "benchmarks" / "bench.py").write_text(
+        "import subprocess, sys\nfrom mixalign.measured import helper\n"
+        "subprocess.run([sys.executable, '-m', 'mixalign', 'fit'])\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "code")
+    result = root / "benchmarks" / "results" / "bench.json"
+    result.write_text(json.dumps({"commit": git(root, "rev-parse", "--short", "HEAD"), "code_hash": code_hash(root),
+                                  "command": "python benchmarks/bench.py --flag"}))
+    (root / "BENCHMARKS.md").write_text("<!-- BENCH:BEGIN -->\n<!-- BENCH:END -->\nbenchmarks/results/bench.json\n")
+    replace_section(root / "BENCHMARKS.md", "BENCH", "| 1 |", result)
+    return root
+
+
+def test_only_the_code_a_committed_run_measured_can_make_it_stale(tmp_path):
+    """Fails if the closure misses a transitive import (helper), the `-m mixalign` run (cli), or if it
+    is ignored (other.py would then make the figures stale)."""
+    root = committed_checkout(tmp_path)
+    assert stale(root) == []
+    (root / "mixalign" / "other.py").write_text("Y = 2\n")  # not imported by the benchmark
+    assert stale(root) == []
+    for changed in ("helper.py", "cli.py"):
+        path = root / "mixalign" / changed
+        before = path.read_text()
+        path.write_text(before + "# changed\n")
+        assert [line.split(":")[0] for line in stale(root)] == ["BENCHMARKS.md BENCH",
+                                                               "benchmarks/results/bench.json (cited in the docs)"]
+        path.write_text(before)

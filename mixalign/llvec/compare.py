@@ -13,18 +13,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from mixalign.errors import MixalignError
 from mixalign.llvec.estimators import KLEstimate, estimate_kl
-from mixalign.llvec.models import LanguageModel, shares_tokenizer
+from mixalign.llvec.models import LanguageModel, exact_kl_between, shares_tokenizer
 from mixalign.llvec.montecarlo import MonteCarloKL, monte_carlo_kl
-from mixalign.llvec.token_kl import (
-    KLMean,
-    TokenKL,
-    exact_token_kl,
-    mean_kl,
-    per_domain_kl,
-)
+from mixalign.llvec.token_kl import KLMean, mean_kl, per_domain_kl
 from mixalign.llvec.vectors import LogLikelihoodVector, check_same_textset
+from mixalign.units import DEFAULT_SEED
 
 
 @dataclass
@@ -34,17 +28,6 @@ class Measured:
     name: str
     vector: LogLikelihoodVector
     model: LanguageModel | None = None
-
-
-def exact_kl_between(a: LanguageModel, b: LanguageModel, textset, max_batch_tokens: int | None = None,
-                     progress: str | None = None) -> TokenKL:
-    """Exact token-level KL between two models on a text set, both ways, per text (nats)."""
-    if not shares_tokenizer(a, b):
-        raise MixalignError(f"exact KL needs one tokenizer: {a.description} and {b.description} have different "
-                            "vocabularies (use the Monte Carlo KL instead)")
-    return exact_token_kl(a.distribution_fn, b.distribution_fn, a.encode_batch(textset.texts), min(a.context, b.context),
-                          a.vocab_size, bos_id=a.bos_id, max_batch_tokens=max_batch_tokens, device=a.device,
-                          progress=progress)
 
 
 @dataclass
@@ -62,7 +45,7 @@ class PairDistances:
         return asdict(self)
 
 
-def pair_distances(a: Measured, b: Measured, textset=None, mc_samples: int = 0, mc_seed: int = 1337,
+def pair_distances(a: Measured, b: Measured, textset=None, mc_samples: int = 0, mc_seed: int = DEFAULT_SEED,
                    max_batch_tokens: int | None = None, progress: bool = False) -> PairDistances:
     """The distances between a and b that their form allows (see the module docstring)."""
     check_same_textset(a.vector, b.vector)

@@ -99,6 +99,17 @@ def shares_tokenizer(a: LanguageModel, b: LanguageModel) -> bool:
     return a.tokenizer_id == b.tokenizer_id
 
 
+def exact_kl_between(a: LanguageModel, b: LanguageModel, textset, max_batch_tokens: int | None = None,
+                     progress: str | None = None) -> TokenKL:
+    """Exact token-level KL between two models on a text set, both ways, per text (nats)."""
+    if not shares_tokenizer(a, b):
+        raise MixalignError(f"exact KL needs one tokenizer: {a.description} and {b.description} have different "
+                            "vocabularies (use the Monte Carlo KL instead)")
+    return exact_token_kl(a.distribution_fn, b.distribution_fn, a.encode_batch(textset.texts), min(a.context, b.context),
+                          a.vocab_size, bos_id=a.bos_id, max_batch_tokens=max_batch_tokens, device=a.device,
+                          progress=progress)
+
+
 # -- mixalign GPTs ------------------------------------------------------------------------------
 
 def _is_tokenizers(tok: Any) -> bool:

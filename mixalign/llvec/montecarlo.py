@@ -7,7 +7,11 @@ token when the sample ended), and divide the mean log-ratio by the mean byte len
 
 With a shared tokenizer two lower-noise figures come too: the same log-ratio on the sampled
 token paths themselves (no re-encoding), and the exact per-position KL summed along each path,
-which has the same expectation as the path log-ratio (chain rule) with far less variance.
+which has the same expectation as the path log-ratio (chain rule) with far less variance. Both
+estimate the KL between the models' distributions over token sequences up to the horizon
+(`max_new_tokens`), the reported figure (`headline`). The text-level figure estimates that KL only
+as far as decoding and re-encoding give back the sampled tokens (`canonical`); across tokenizers it
+is the only figure, and is labelled so.
 
 Each sequence's draws come from its own generator, seeded by (seed, sequence index), and are
 taken by inverting the CDF: a sample does not depend on the batch it was drawn in.
@@ -127,6 +131,18 @@ class MonteCarloKL:
     mean_bytes: float
     finished: float  # share of samples that drew the end token
     canonical: float | None  # share whose text re-encodes to the sampled tokens
+    horizon: int  # the longest sample in tokens: the KL is between distributions of sequences up to this
+
+    @property
+    def headline(self) -> KLMean:
+        """The figure to report: the exact KL along the sampled paths where the tokenizer is shared
+        (unbiased per sequence, the least noisy), else the text-level figure."""
+        return self.path_exact if self.path_exact is not None else self.text
+
+    @property
+    def label(self) -> str:
+        return ("along the sampled token paths" if self.path_exact is not None
+                else "text-level: samples re-encoded by each model's tokenizer")
 
 
 def _document_ids(model, texts: Sequence[str], finished: np.ndarray) -> list[list[int]]:
@@ -166,5 +182,5 @@ def monte_carlo_kl(a, b, n_samples: int, seed: int, max_new_tokens: int | None =
         canonical = float(np.mean([enc == ids for enc, ids in zip(a.encode_batch(texts), ends)]))
     return MonteCarloKL(
         text=ratio_kl(log_ratio, n_bytes), path=path, path_exact=path_exact, mean_bytes=float(n_bytes.mean()),
-        finished=float(samples.finished.mean()), canonical=canonical,
+        finished=float(samples.finished.mean()), canonical=canonical, horizon=max_new_tokens,
     )
