@@ -17,6 +17,7 @@ from mixalign.data.tokenizer import load_tokenizer, vocabulary_id
 from mixalign.data.weights import resolve_weights
 from mixalign.errors import DataError
 from mixalign.paths import InputPath, plain
+from mixalign.units import DEFAULT_SEED
 
 ALIGNED = "aligned"  # data.weights value: computed from mixture.target before (and during) training
 
@@ -58,8 +59,8 @@ class PileMixtureDataModule(L.LightningDataModule):
         batch_size: int = 16,
         val_fraction: float = 0.1,
         val_windows_per_domain: int = 16,
-        seed: int = 1337,
-        split_seed: int = 1337,
+        seed: int = DEFAULT_SEED,
+        split_seed: int = DEFAULT_SEED,
         cache_dir: str = "data_cache",
         num_workers: int = 0,
         num_proc: int = 1,

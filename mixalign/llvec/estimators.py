@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-LN2 = math.log(2.0)
+from mixalign.units import LN2
 
 
 def _as_vector(name: str, v) -> torch.Tensor:

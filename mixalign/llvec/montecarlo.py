@@ -28,8 +28,9 @@ import torch
 
 from mixalign.errors import MixalignError
 from mixalign.llvec.scoring import score_token_ids
-from mixalign.llvec.token_kl import LN2, KLMean, exact_token_kl, restrict_vocab
+from mixalign.llvec.token_kl import KLMean, exact_token_kl, restrict_vocab
 from mixalign.progress import Progress
+from mixalign.units import LN2
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -20,8 +20,8 @@ from mixalign.errors import MixalignError
 from mixalign.llvec.windows import text_windows, window_batches
 from mixalign.model.nanogpt import IGNORE_INDEX
 from mixalign.progress import Progress
+from mixalign.units import LN2
 
-LN2 = math.log(2.0)
 DistributionFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (inputs, keep) -> (n_kept, V) log-probs
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from mixalign.errors import MixalignError
 from mixalign.mixture.candidates import DEFAULT_CANDIDATES, FAMILIES, SOFTMIN_SCALES
 from mixalign.paths import InputPath, plain
+from mixalign.units import DEFAULT_SEED
 
 SOLVERS = ("direction", "distance")
 PRIORS = ("uniform", "natural")
@@ -72,7 +73,7 @@ class MixtureConfig:
     processes: int = 1
     max_batch_tokens: int | None = None
     cache_dir: str = "mixture_cache"
-    seed: int = 1337
+    seed: int = DEFAULT_SEED
 
     def __post_init__(self):
         self.target, self.textset = plain(self.target), plain(self.textset)
