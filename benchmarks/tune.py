@@ -39,7 +39,11 @@ from mixalign.mixture.predict import (  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 Z = 2.0  # the significance every rule uses (mixture.significance)
 CANDIDATE_SETS = {"all": ("solution", "kl-softmin", "lag"), "kl-softmin + lag": ("kl-softmin", "lag"),
-                  "lag": ("lag",), "kl-softmin": ("kl-softmin",)}
+                  "lag": ("lag",), "kl-softmin": ("kl-softmin",),
+                  "solution + kl-softmin": ("solution", "kl-softmin"),
+                  "solution + kl-softmin 1.00, 2.00": ("solution", "kl-softmin 1.00", "kl-softmin 2.00"),
+                  "solution + kl-softmin 2.00": ("solution", "kl-softmin 2.00"),
+                  "solution + kl-softmin 1.00": ("solution", "kl-softmin 1.00")}  # a generator, or one candidate
 
 
 def points(row: dict) -> list[dict]:
@@ -85,7 +89,7 @@ def replay(table: list[dict], per_setting: list[list[dict]], rule: str, families
     """Gap closed and worse-than-uniform counts of one rule on one candidate set, per family."""
     results = []
     for i, (row, pts) in enumerate(zip(table, per_setting)):
-        pts = [p for p in pts if p["family"] in families]
+        pts = [p for p in pts if p["family"] in families or p["name"] in families]
         coef = fit([q for j, q in enumerate(per_setting) if j != i]) if rule == "long-run model" else None
         kept = choose(pts, rule, coef)
         gap = row["gap_uniform_minus_own"]

@@ -70,7 +70,7 @@ def test_weights_file_is_valid_with_diagnostics(weights_run, tiny_target):
     assert selection["best"] == best["name"]
     assert content["chosen"] == replayed_choice(candidates, content["provenance"]["long_run"])
     assert trained_probes(stdout) == 1 + len(DEMO_DOMAINS) + len(candidates)  # base, domains, candidates
-    assert {"kl-softmin 0.50", "kl-softmin 1.00", "kl-softmin 2.00"} <= set(candidates)  # the target shares the tokenizer
+    assert {"kl-softmin 2.00"} <= set(candidates)  # the target shares the tokenizer; the default scale
     assert content["cost"]["probes"] == len(DEMO_DOMAINS) + len(candidates) and 0 < content["cost"]["share_of_main_run"]
     # The demo text set holds 2 email texts of 1,000; this 120-text subset none: the user is told.
     assert diagnostics["scarce_in_textset"] == {"email": 0}

@@ -39,7 +39,7 @@ def test_kl_softmin_weights_follow_the_domain_probes_exact_kl_and_drop_no_domain
     assert sharper.max() > w.max() > flatter.max()  # a lower temperature concentrates the weight
     assert w.max() < 0.5 < sharper.max()
     assert np.allclose(kl_softmin(np.full(8, 0.03), 0.5), 1 / 8)  # no information: uniform
-    c = candidate_mixtures(np.array([1.0, 0, 0, 0, 0, 0, 0, 0]), np.ones(8), kl)
+    c = candidate_mixtures(np.array([1.0, 0, 0, 0, 0, 0, 0, 0]), np.ones(8), kl, softmin_scales=(0.5, 1.0, 2.0))
     assert [n for n in c if n.startswith("kl-softmin")] == ["kl-softmin 0.50", "kl-softmin 1.00", "kl-softmin 2.00"]
     assert np.allclose(c["kl-softmin 0.50"], w)
 

@@ -55,6 +55,7 @@ class LanguageModel:
     logprob_fn: LogprobFn  # (inputs, targets) -> (B, T) log p(target)
     distribution_fn: DistributionFn
     decoder: Callable[[], StepFn]  # a fresh incremental decoder (its own key/value cache)
+    repeat_cost: float = 1.0  # a repeated read of the same text, in full forward passes (memoized: the head only)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens (a BOS is added by scoring, if any)."""
@@ -168,13 +169,15 @@ def model_from_gpt(model: GPT, tokenizer, description: str, memoize: bool = Fals
         cache = KVCache(model.config.n_layer)
         return lambda ids: model.decode_step(ids, cache)
 
+    config = model.config
+    head_share = config.vocab_size / (12 * config.n_layer * config.n_embd + config.vocab_size)  # FLOPs per token
     return LanguageModel(
         description=description, tokenizer=tokenizer, context=model.config.block_size, bos_id=None,
         doc_start_id=eot, eos_id=eot, vocab_size=vocab, tokenizer_id=tokenizer_id(tokenizer), device=device,
         logprob_fn=gpt_logprob_fn(model),
         distribution_fn=(_memoized_distribution(model, rows) if memoize
                          else lambda inputs, keep: model.next_token_logprobs(inputs, keep, rows)),
-        decoder=decoder,
+        decoder=decoder, repeat_cost=head_share if memoize else 1.0,
     )
 
 

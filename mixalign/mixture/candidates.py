@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 SHRINKAGES = (0.25, 0.5, 0.75)  # a in (1 - a) w + a * uniform
-SOFTMIN_SCALES = (0.5, 1.0, 2.0)  # temperatures of kl_softmin, in standard deviations of the domain probes' KL
+SOFTMIN_SCALES = (2.0,)  # temperatures of kl_softmin (standard deviations of the domain probes' KL): tuning draw
+EXPLORED_SOFTMIN_SCALES = (0.5, 1.0, 2.0)  # the temperatures the tuning draw main-runs, to choose among
 LAG_TEMPERATURES = (0.5, 1.0, 2.0)  # temperatures of lag_mixture, in standard deviations of the domains' lag
 PROBED = ("solution", "shrink", "kl-softmin")  # the generators that read the domain probes
 FAMILIES = ("natural", "solution", "shrink", "kl-softmin", "lag", "response")  # candidate generators by name
-DEFAULT_CANDIDATES = ("solution", "kl-softmin")  # those that helped on the tuning draw (BENCHMARKS.md, "Choosing")
+DEFAULT_CANDIDATES = ("solution", "kl-softmin")  # with SOFTMIN_SCALES: the best replay on the tuning draw (tune.py)
 
 
 def kl_softmin(domain_kl: np.ndarray, scale: float) -> np.ndarray:

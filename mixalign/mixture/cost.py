@@ -1,10 +1,12 @@
 """What the method costs, counted in tokens against the main run it designs.
 
 A probe trains `steps x tokens_per_step` tokens (forward and backward) and then scores the text set
-(forward only; with exact KL the target reads the same tokens too). A forward-only token costs
-about a third of a training token (the backward pass is about twice the forward), so the account
-adds scoring at a third to give training-token equivalents, and divides by the main run's training
-tokens. Pure arithmetic: the same account serves a finished computation and a config not yet run.
+(forward only). With exact KL the target reads the same texts beside every probe: in full the first
+time, and then, memoized (a fixed mixalign target), only through its output head (`repeat_cost` of a
+forward pass). A forward-only token costs about a third of a training token (the backward pass is
+about twice the forward), so the account adds forward passes at a third to give training-token
+equivalents, and divides by the main run's training tokens. Pure arithmetic: the same account serves
+a finished computation and a config not yet run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ FORWARD_SHARE = 1 / 3  # a forward-only token in training-token equivalents (bac
 @dataclass(frozen=True)
 class CostAccount:
     probe_train_tokens: int  # tokens every probe trained on
-    probe_score_tokens: int  # tokens read by the scoring passes (base, probes, target; exact KL reads twice)
+    probe_score_tokens: int  # forward-pass token equivalents of the scoring (base, probes, and the target's reads)
     main_train_tokens: int  # the main run's training tokens
     probes: int  # probe runs counted (domain probes, tilts, candidates)
     seconds: float | None = None  # wall time of the computation, where it ran
@@ -38,7 +40,7 @@ class CostAccount:
     def line(self) -> str:
         took = f"; {self.seconds / 60:.1f} min here" if self.seconds is not None else ""
         return (f"cost: {self.probes} probe runs, {self.probe_train_tokens:,} training tokens + "
-                f"{self.probe_score_tokens:,} scored tokens = {self.share:.1%} of the main run's "
+                f"{self.probe_score_tokens:,} forward-pass tokens = {self.share:.1%} of the main run's "
                 f"{self.main_train_tokens:,} training tokens{took}")
 
     def to_dict(self) -> dict:
@@ -48,19 +50,21 @@ class CostAccount:
 
 
 def method_cost(domains: int, probe_steps: int, candidates: int, candidate_steps: int, tilts: int,
-                tokens_per_step: int, textset_tokens: int, exact: bool, main_train_tokens: int,
+                tokens_per_step: int, textset_tokens: int, target_repeat_cost: float | None, main_train_tokens: int,
                 seconds: float | None = None) -> CostAccount:
     """The account of one round: `domains` domain probes, `tilts` tilt and `candidates` candidate probes
-    (uniform's included), each scored once on a text set of `textset_tokens` tokens, as is the base."""
+    (uniform's included), each scored once on a text set of `textset_tokens` tokens, as is the base; with
+    exact KL (`target_repeat_cost` not None) the target reads the text set once and then at that cost."""
     probes = domains + tilts + candidates
     trained = (domains * probe_steps + (tilts + candidates) * candidate_steps) * tokens_per_step
-    scored = (probes + 1) * textset_tokens * (2 if exact else 1)
+    target = 0.0 if target_repeat_cost is None else 1 + probes * target_repeat_cost
+    scored = round((probes + 1 + target) * textset_tokens)
     return CostAccount(trained, scored, main_train_tokens, probes, seconds)
 
 
 def planned_cost(candidates: list[str], selection: str, domains: int, probe_steps: int, candidate_steps: int,
-                 tokens_per_step: int, textset_tokens: int, exact: bool, main_train_tokens: int,
-                 softmin_scales=SOFTMIN_SCALES) -> CostAccount:
+                 tokens_per_step: int, textset_tokens: int, target_repeat_cost: float | None,
+                 main_train_tokens: int, softmin_scales=SOFTMIN_SCALES) -> CostAccount:
     """The account of a configuration before it runs (every candidate counted, none deduplicated)."""
     sizes = {"natural": 1, "solution": 1, "shrink": len(SHRINKAGES), "kl-softmin": len(softmin_scales),
              "lag": len(LAG_TEMPERATURES), "response": len(SHARPNESS)}
@@ -69,4 +73,4 @@ def planned_cost(candidates: list[str], selection: str, domains: int, probe_step
     probing = needs_domain_probes(candidates, selection)
     return method_cost(domains if probing else 0, probe_steps, count, candidate_steps,
                        domains if measured and "response" in candidates else 0, tokens_per_step, textset_tokens,
-                       exact, main_train_tokens)
+                       target_repeat_cost, main_train_tokens)

@@ -14,7 +14,6 @@ from mixalign.llvec.estimators import centre, to_bits_per_byte
 from mixalign.llvec.textset import (
     TextSet,
 )
-from mixalign.llvec.token_kl import LN2
 from mixalign.llvec.vectors import LogLikelihoodVector
 from mixalign.mixture.candidates import candidate_mixtures
 from mixalign.mixture.config import MixtureConfig
@@ -37,6 +36,7 @@ from mixalign.mixture.response import (
 )
 from mixalign.mixture.selection import Measured, paired_difference, select
 from mixalign.model.nanogpt import GPT
+from mixalign.units import LN2
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Target:
     spec: str
     vector: LogLikelihoodVector
     exact: bool  # a model that shares the data's tokenizer
+    repeat_cost: float = 1.0  # the target reading the text set again, in forward passes (memoized: its head only)
 
 
 @dataclass

@@ -121,8 +121,9 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
     current, predicted = diagnostics.current_kl_bits_per_byte, _predict(A, t, chosen, step_ratio, B)
     cost = method_cost(len(probes), domain_settings.steps, len(candidates), candidate_settings.steps,
                        sum(name.startswith("tilt ") for name in every_probe), domain_settings.batch_size
-                       * domain_settings.block_size, sum(map(len, ctx.token_ids)), base.exact is not None,
-                       main_tokens, time.perf_counter() - started)
+                       * domain_settings.block_size, sum(map(len, ctx.token_ids)),
+                       ctx.target.repeat_cost if base.exact is not None else None, main_tokens,
+                       time.perf_counter() - started)
     return MixtureResult(
         domains=list(ctx.datamodule.domains), weights=chosen, solved=weights, solver=config.solver, fell_back=solved.fell_back,
         domain_cosines=diagnostics.domain_cosines.numpy(), domain_exact_change=domain_exact,
@@ -169,8 +170,10 @@ def load_target(config: MixtureConfig, textset: TextSet, tokenizer_id: str) -> T
     if config.target is None:
         raise MixalignError("mixture.target is not set: name the target model (checkpoint, HF directory or .npz)")
     vector = model_vector(config.target, textset, config.cache_dir, config.max_batch_tokens)
-    exact = not str(config.target).endswith(".npz") and shared_model(str(config.target), "cpu").tokenizer_id == tokenizer_id
-    return Target(str(config.target), vector, exact)
+    if str(config.target).endswith(".npz"):
+        return Target(str(config.target), vector, False)
+    model = shared_model(str(config.target), "cpu")
+    return Target(str(config.target), vector, model.tokenizer_id == tokenizer_id, model.repeat_cost)
 
 
 def probe_settings(config: MixtureConfig, hp, datamodule, grad_clip: float | None,
