@@ -1,6 +1,6 @@
 """Calibration: the log-likelihood-vector distance beside exact and Monte Carlo KL, on real model pairs.
 
-For each pair: the vector distance (Kishino et al.'s estimate, SPEC section 2), the exact token-level
+For each pair: the vector distance (Kishino et al.'s estimate, docs/method.md, section 2), the exact token-level
 KL on the text set both ways, and the Monte Carlo KL both ways (text level; with the shared tokenizer
 also the exact KL summed along the sampled paths). Then the vector distance again on the same texts
 cut into chunks of 8, 32 and 128 tokens: the estimate grows with text length, exact KL does not.

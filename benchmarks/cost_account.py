@@ -4,7 +4,7 @@ For each config: the probes its `mixture:` section plans (domain probes, candida
 training tokens and the tokens their scoring passes read, against the main run's training tokens
 (`trainer.max_steps` x batch x block x gradient accumulation x devices x nodes), with the account of
 `mixalign/mixture/cost.py`. The demo text set's token count is measured; for a text set that is
-not here, SPEC section 2's figures (972.3 bytes a text, 0.293 GPT-2 tokens a byte) stand in. A
+not here, docs/method.md's figures (section 5) (972.3 bytes a text, 0.293 GPT-2 tokens a byte) stand in. A
 target that is a shipped mixalign checkpoint is loaded (memoized, as the probes use it: each repeated
 read costs its output head); any other (a Hugging Face directory) is counted in full at every read.
 
@@ -30,7 +30,7 @@ from mixalign.mixture.cost import planned_cost  # noqa: E402
 
 CONFIGS = {"pile.yaml": dict(domains=8, devices=1), "scratch.yaml": dict(domains=8, devices=1),
            "pile-gpt2.yaml": dict(domains=22, devices=8)}  # the demo corpus's 8 domains; the Pile's 22 on one 8-GPU node
-PILE_TOKENS_PER_TEXT = 972.3 * 0.293  # SPEC section 2: mean text bytes x GPT-2 tokens per byte
+PILE_TOKENS_PER_TEXT = 972.3 * 0.293  # docs/method.md, section 5: mean text bytes x GPT-2 tokens per byte
 
 
 def textset_tokens(mixture: MixtureConfig, tokenizer: str) -> int:

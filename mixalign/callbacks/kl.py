@@ -1,9 +1,9 @@
 """`LogLikelihoodKL`: at every validation, how far is the model from the target, on two scales?
 
-- the **log-likelihood-vector distance** (Kishino et al.'s scale, SPEC section 2): the papers'
+- the **log-likelihood-vector distance** (Kishino et al.'s scale, docs/method.md, section 2): the papers'
   measure, from each model's per-text log-likelihoods; not a calibrated KL;
 - the **exact KL on the text set**, both directions, whenever the target is a model that shares
-  the model's tokenizer: full-vocabulary KL at every scored position (SPEC section 2);
+  the model's tokenizer: full-vocabulary KL at every scored position (docs/method.md, section 2);
 - optionally, at the end of training, a **Monte Carlo KL** (any tokenizers).
 
 The target's vector is computed once per (target, text set) and cached beside the run; each

@@ -1,1 +1,1 @@
-"""Log-likelihood vectors and the KL estimates read off them (SPEC section 2)."""
+"""Log-likelihood vectors and the KL estimates read off them (docs/method.md, section 2)."""

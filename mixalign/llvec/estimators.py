@@ -1,4 +1,4 @@
-"""KL between language models from their log-likelihood vectors (SPEC section 2).
+"""KL between language models from their log-likelihood vectors (docs/method.md, section 2).
 
 A log-likelihood vector l holds log p(x_i) in nats for N fixed texts. For two models with
 d = l_a - l_b, the second-order estimate is KL ~= mean(c(d)^2) / 2 nats per text, with

@@ -1,4 +1,4 @@
-"""Ancestral sampling and Monte Carlo KL between any two models, any tokenizers (SPEC section 2).
+"""Ancestral sampling and Monte Carlo KL between any two models, any tokenizers (docs/method.md, section 2).
 
 KL(a || b) = E_{x ~ a}[log p_a(x) - log p_b(x)]: draw M documents from a (temperature 1, from a
 document start, until the end token or `max_new_tokens`), decode them to text, score the text

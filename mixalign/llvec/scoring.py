@@ -1,4 +1,4 @@
-"""Per-text log-likelihoods log p(x_i) in nats: the entries of a log-likelihood vector (SPEC section 2).
+"""Per-text log-likelihoods log p(x_i) in nats: the entries of a log-likelihood vector (docs/method.md, section 2).
 
 log p(x) is the sum of next-token log-probabilities over the text's tokens. The first token is
 context only, unless a BOS id is prepended, in which case every real token is scored (the BOS

@@ -1,4 +1,4 @@
-"""The fixed, held-out text set that log-likelihood vectors are measured on (SPEC section 2).
+"""The fixed, held-out text set that log-likelihood vectors are measured on (docs/method.md, section 2).
 
 Protocol: documents held out of training (`is_heldout` with the data split's seed and fraction)
 are cut into consecutive UTF-8-safe chunks of at most `max_bytes` bytes; chunks longer than

@@ -1,4 +1,4 @@
-"""Exact token-level KL between two models that share a tokenizer, on real text (SPEC section 2).
+"""Exact token-level KL between two models that share a tokenizer, on real text (docs/method.md, section 2).
 
 At every scored position of every text (the sliding windows of `windows`, with the context of
 the smaller model), both models give a full next-token distribution; the KL between them is

@@ -1,1 +1,1 @@
-"""Domain weights whose combined probe direction points at the target (SPEC section 3)."""
+"""Domain weights whose combined probe direction points at the target (docs/method.md, section 3)."""

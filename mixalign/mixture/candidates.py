@@ -1,4 +1,4 @@
-"""Candidate mixtures: the generators the method measures against uniform (SPEC section 3, step 6).
+"""Candidate mixtures: the generators the method measures against uniform (docs/method.md, section 3, step 5).
 
 Each is a pure function of what the domain probes and the target's vector give: the paper's solution
 and its shrinkages toward uniform, the natural mixture, `kl_softmin` (the domain probes' exact KL to the

@@ -1,5 +1,5 @@
 """Measuring mixtures against the target: the probes' shared context, the domain probes (A and t),
-the model's per-domain lag, and each candidate mixture trained as a probe and measured (SPEC section 3,
+the model's per-domain lag, and each candidate mixture trained as a probe and measured (docs/method.md, section 3,
 steps 2 and 6)."""
 
 from __future__ import annotations

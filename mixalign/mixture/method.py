@@ -1,4 +1,4 @@
-"""The method for one round (SPEC section 3): probes -> A, t -> solver -> candidates -> measured choice.
+"""The method for one round (docs/method.md, section 3): probes -> A, t -> solver -> candidates -> measured choice.
 
 `compute_mixture` is the whole method from a given model; `align` gathers its inputs from the
 model about to be trained (the same call from `mixalign weights` and `fit`)."""

@@ -1,4 +1,4 @@
-"""Probes (SPEC section 3, step 2): short runs from the base on one domain (or one mixture) each.
+"""Probes (docs/method.md, section 3, step 2): short runs from the base on one domain (or one mixture) each.
 
 Each probe trains a copy of the base for S steps on its weights and scores the result on the text
 set; the probe's move in log-likelihood space, Delta_k = c(l(theta_k) - l(base)), is one column of A.

@@ -2,7 +2,7 @@
 
 The direction solver reads single-domain probes, which are far from any mixture worth training on:
 a model trained on one domain alone forgets the others, and near uniform that nonlinearity is all
-the solver sees (SPEC section 3, step 6). Here the probes stay near uniform instead: one **tilt**
+the solver sees (docs/method.md, section 3, step 5). Here the probes stay near uniform instead: one **tilt**
 probe per domain, trained on u + TILT (e_k - u), plus the uniform probe, all on the main run's
 schedule in miniature. On the texts of domain k, the per-byte log-likelihood gain over the base
 then follows the share of k in the probe's mixture, and is fit as

@@ -1,4 +1,4 @@
-"""Domain weights from log-likelihood differences (SPEC section 3, our reconstruction).
+"""Domain weights from log-likelihood differences (docs/method.md, section 3, our reconstruction).
 
 Models are points in (centred) log-likelihood space. A short probe run on domain k moves the
 base along Delta_k (column k of A, N x K); to first order a mixture w moves it along A w.
@@ -184,7 +184,7 @@ def _cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def diagnose(A, t, w, step_ratio: float, mean_bytes: float) -> Diagnostics:
-    """Cosines, reachability and predicted KL for weights w (SPEC section 3, step 4)."""
+    """Cosines, reachability and predicted KL for weights w (docs/method.md, section 3, step 4)."""
     A, t = _directions(A, t)
     if t.norm() == 0:
         raise MixalignError("t is zero: base and target give the same centred log-likelihoods")
