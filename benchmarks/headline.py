@@ -14,7 +14,7 @@ name) and the per-domain val-loss distance. Methods:
 The grid and the random search are run on a tuning data order (seed 0) that the table does not
 report, then the winner is rerun on the table's seeds. Settings: `continued` (configs/pile.yaml,
 from the base) and `scratch` (configs/scratch.yaml, from random initialisation). Writes
-<out>/headline-<target>[-scratch].{md,json,png} and -map.png, and README's HEADLINE_* section when
+<out>/headline-<target>[-scratch].{md,json,png} and -map.png, and BENCHMARKS.md's HEADLINE_* section when
 <out> is benchmarks/results. Finished runs are kept under <out>/runs and reused by a rerun with the
 same arguments.
 
@@ -414,13 +414,14 @@ def main() -> None:
     plan.out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(plan.out / f"{plan.name}.md", report.encode())
     write_bytes_atomic(plan.out / f"{plan.name}.json", json.dumps(
-        {**code_state(), **measured, "plan": {k: str(v) for k, v in vars(plan).items()},
+        {"command": " ".join(["python benchmarks/headline.py", *sys.argv[1:]]), **code_state(), **measured,
+         "plan": {k: str(v) for k, v in vars(plan).items()},
          "wall_seconds": time.time() - started},
         indent=1).encode())
     draw(measured, plan)
     if plan.out == REPO / "benchmarks" / "results" and not plan.quick:
         command = " ".join(["python benchmarks/headline.py", *sys.argv[1:]])
-        replace_section(REPO / "README.md", plan.name.upper().replace("-", "_"),
+        replace_section(REPO / "BENCHMARKS.md", plan.name.upper().replace("-", "_"),
                         f"Produced by `{command}` on 2 CPU cores:\n\n{report}\n"
                         f"![exact KL against training tokens](benchmarks/results/{plan.name}.png) "
                         f"![model map](benchmarks/results/{plan.name}-map.png)", plan.out / f"{plan.name}.json")
