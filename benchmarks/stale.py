@@ -65,10 +65,13 @@ class Commit:
 
 
 def imported(source: bytes) -> set[str]:
-    """The mixalign modules a Python source imports anywhere (also inside functions), and `mixalign.__main__`
-    when it runs `python -m mixalign` (a list or tuple with "-m", "mixalign")."""
+    """The mixalign modules a Python source imports anywhere (also inside functions), `mixalign.__main__`
+    when it runs `python -m mixalign` (a list or tuple with "-m", "mixalign"), and those a script names in
+    a `MEASURES = (...)` tuple (what it runs some other way)."""
     found = set()
     for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MEASURES" for t in node.targets):
+            found |= {e.value for e in getattr(node.value, "elts", []) if isinstance(e, ast.Constant)}
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mixalign"):
             found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):

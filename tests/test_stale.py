@@ -68,7 +68,7 @@ def committed_checkout(root: Path) -> Path:
     """A git checkout whose benchmark imports mixalign.measured (and runs `python -m mixalign`), not .other;
     its results file was measured on the commit."""
     for name, text in {"__init__.py": "", "measured.py": "from mixalign import helper\n", "helper.py": "X = 1\n",
-                       "other.py": "Y = 1\n", "__main__.py": "from mixalign import cli\n", "cli.py": "Z = 1\n"}.items():
+                       "other.py": "Y = 1\n", "__main__.py": "from mixalign import cli\n", "cli.py": "Z = 1\n", "named.py": "W = 1\n"}.items():
         (root / "mixalign").mkdir(exist_ok=True)
         (root / "mixalign" / name).write_text(text)
     (root / "configs").mkdir()
@@ -76,7 +76,7 @@ def committed_checkout(root: Path) -> Path:
     (root / "benchmarks" / "results").mkdir(parents=True)
     (root / "benchmarks" / "bench.py").write_text(
         "import subprocess, sys\nfrom mixalign.measured import helper\n"
-        "subprocess.run([sys.executable, '-m', 'mixalign', 'fit'])\n")
+        "subprocess.run([sys.executable, '-m', 'mixalign', 'fit'])\nMEASURES = ('mixalign.named',)\n")
     git(root, "init", "-q")
     git(root, "add", ".")
     git(root, "commit", "-qm", "code")
@@ -89,13 +89,13 @@ def committed_checkout(root: Path) -> Path:
 
 
 def test_only_the_code_a_committed_run_measured_can_make_it_stale(tmp_path):
-    """Fails if the closure misses a transitive import (helper), the `-m mixalign` run (cli), or if it
-    is ignored (other.py would then make the figures stale)."""
+    """Fails if the closure misses a transitive import (helper), the `-m mixalign` run (cli), a module
+    named in MEASURES (named), or if it is ignored (other.py would then make the figures stale)."""
     root = committed_checkout(tmp_path)
     assert stale(root) == []
     (root / "mixalign" / "other.py").write_text("Y = 2\n")  # not imported by the benchmark
     assert stale(root) == []
-    for changed in ("helper.py", "cli.py"):
+    for changed in ("helper.py", "cli.py", "named.py"):
         path = root / "mixalign" / changed
         before = path.read_text()
         path.write_text(before + "# changed\n")
