@@ -52,7 +52,8 @@ def account(name: str, domains: int, devices: int) -> dict:
     repeat = shared_model(str(target)).repeat_cost if target.suffix == ".ckpt" else 1.0
     cost = planned_cost(mixture.candidates, mixture.selection, domains, mixture.probe_steps,
                         mixture.candidate_steps or mixture.probe_steps, tokens_per_step,
-                        textset_tokens(mixture, data["tokenizer"]), repeat, main, mixture.softmin_scales)
+                        textset_tokens(mixture, data["tokenizer"]), repeat, main, mixture.softmin_scales,
+                        mixture.lag_temperatures)
     return {"config": name, "domains": domains, "devices": devices, **cost.to_dict(), "line": cost.line()}
 
 

@@ -60,7 +60,7 @@ from mixalign.data.datamodule import PileMixtureDataModule  # noqa: E402
 from mixalign.io import atomic_path  # noqa: E402
 from mixalign.llvec.models import exact_kl_between, load_model, model_from_gpt  # noqa: E402
 from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset  # noqa: E402
-from mixalign.mixture.candidates import EXPLORED_SOFTMIN_SCALES  # noqa: E402
+from mixalign.mixture.candidates import EXPLORED_LAG_TEMPERATURES, EXPLORED_SOFTMIN_SCALES  # noqa: E402
 from mixalign.mixture.config import MixtureConfig  # noqa: E402
 from mixalign.mixture.measure import ProbeContext  # noqa: E402
 from mixalign.mixture.method import (  # noqa: E402
@@ -144,7 +144,8 @@ class Bench:
         mixture = {**config["mixture"], "target": str(target_path), "n_texts": len(self.textset.texts),
                    "cache_dir": str(cache)}
         if explore:  # every generator, so that rules can be compared on the tuning draw's main runs
-            mixture.update(candidates=["solution", "kl-softmin", "lag"], softmin_scales=list(EXPLORED_SOFTMIN_SCALES))
+            mixture.update(candidates=["solution", "kl-softmin", "lag"], softmin_scales=list(EXPLORED_SOFTMIN_SCALES),
+                           lag_temperatures=list(EXPLORED_LAG_TEMPERATURES))
         mixture.pop("warmup_steps", None)
         if "probe_steps" in self.sizes:  # --quick: probes as short as the runs
             mixture.update(probe_steps=self.sizes["probe_steps"], candidate_steps=self.sizes["probe_steps"])

@@ -1,7 +1,7 @@
 """Choose the selection rule on the tuning draw, and only there.
 
-Reads `results/robustness-tuning.json` (written by `robustness.py --draw tuning --explore`, which
-main-ran every candidate of every setting). For every candidate it has the probe's margin over
+Reads `results/robustness-tuning*.json` (written by `robustness.py --draw tuning --explore`, which
+main-ran every candidate of every setting; a run of some families only has its own file). For every candidate it has the probe's margin over
 uniform (paired SE), its concentration KL(w || uniform), and the main run's change against
 uniform. It then
 
@@ -43,7 +43,9 @@ CANDIDATE_SETS = {"all": ("solution", "kl-softmin", "lag"), "kl-softmin + lag": 
                   "solution + kl-softmin": ("solution", "kl-softmin"),
                   "solution + kl-softmin 1.00, 2.00": ("solution", "kl-softmin 1.00", "kl-softmin 2.00"),
                   "solution + kl-softmin 2.00": ("solution", "kl-softmin 2.00"),
-                  "solution + kl-softmin 1.00": ("solution", "kl-softmin 1.00")}  # a generator, or one candidate
+                  "solution + kl-softmin 1.00": ("solution", "kl-softmin 1.00"),
+                  "solution + kl-softmin 2.00 + lag 2.00": ("solution", "kl-softmin 2.00", "lag 2.00")}  # generators, or
+# single candidates by name
 
 
 def points(row: dict) -> list[dict]:
@@ -109,6 +111,15 @@ def summary(results: list[dict]) -> dict:
             "chosen": [r["chosen"] for r in results]}
 
 
+def tuning_draw() -> dict:
+    """Every results file of the tuning draw (the whole draw, and runs of some families only), merged."""
+    files = sorted(RESULTS.glob("robustness-tuning*.json"))
+    saved = [json.loads(f.read_text()) for f in files]
+    return {"meta": {"sources": [{"file": f.name, "code_hash": d["meta"]["code_hash"], "commit": d["meta"]["commit"]}
+                                 for f, d in zip(files, saved)]},
+            "targets": [row for d in saved for row in d["targets"]]}
+
+
 def analyse(tuning: dict) -> dict:
     table = tuning["targets"]
     per_setting = [points(row) for row in table]
@@ -125,21 +136,21 @@ def analyse(tuning: dict) -> dict:
     replays = {f"{rule} | {name}": replay(table, per_setting, rule, fams)
                for rule in rules for name, fams in CANDIDATE_SETS.items()
                if not rule.startswith("always ") or name == "all"}
-    replays["old rule (min_gain 0.1, tie, band) | all"] = summary(
+    replays["as each file ran (robustness-tuning.json: the old min_gain, tie and band rule) | all"] = summary(
         [{"family": r["family"], "chosen": r["chosen"], "gap_closed": r["gap_closed"], "z": r["z_vs_uniform"]}
          for r in table])
     return {"coefficients": coef, "points": sum(map(len, per_setting)),
             "loso_spearman_within_setting_mean": float(np.nanmean(within)),
             "loso_spearman_pooled": spearman([a for a, _ in pooled], [b for _, b in pooled]),
             "probe_margin_spearman_within_setting_mean": float(np.nanmean(probe_only)),
-            "rules": replays, "tuning_code_hash": tuning["meta"]["code_hash"], "tuning_commit": tuning["meta"]["commit"]}
+            "rules": replays, "sources": tuning["meta"]["sources"]}
 
 
 def markdown(result: dict) -> str:
     a, b = result["coefficients"]
     pct = lambda v: "-" if v is None else f"{v + 0.0:.0%}"  # noqa: E731
-    lines = [f"From `results/robustness-tuning.json` (code {result['tuning_code_hash']}, commit "
-             f"{result['tuning_commit']}), {result['points']} main-run candidates. Long-run model fitted on all: "
+    sources = ", ".join(f"`results/{s['file']}` (code {s['code_hash']}, commit {s['commit']})" for s in result["sources"])
+    lines = [f"From {sources}: {result['points']} main-run candidates. Long-run model fitted on all: "
              f"a = {a:.3f}, b = {b:.3f}. Rank correlation of its prediction with the main runs' change against "
              f"uniform, each setting predicted by a fit on the others: {result['loso_spearman_within_setting_mean']:.2f} "
              f"within a setting (mean), {result['loso_spearman_pooled']:.2f} pooled; the probe's margin alone: "
@@ -158,7 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="fill BENCHMARKS.md's TUNING section")
     args = parser.parse_args()
-    result = analyse(json.loads((RESULTS / "robustness-tuning.json").read_text()))
+    result = analyse(tuning_draw())
     path = write_result("tuning", result)
     text = markdown(result)
     print(text)

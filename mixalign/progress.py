@@ -30,7 +30,10 @@ class Progress:
 
     def _line(self) -> str:
         share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        return f"{self.name}: {self.done}/{self.total}{self.unit}{share}, {time.perf_counter() - self.started:.0f} s"
+        elapsed = time.perf_counter() - self.started
+        left = (f", about {elapsed / self.done * (self.total - self.done):.0f} s left"
+                if 0 < self.done < self.total else "")
+        return f"{self.name}: {self.done}/{self.total}{self.unit}{share}, {elapsed:.0f} s{left}"
 
     def advance(self, n: int = 1) -> None:
         if self._closed:

@@ -136,7 +136,7 @@ def test_from_scratch_warmup_trains_uniform_then_the_computed_mixture(tmp_path, 
                                 cache=demo_cache), cwd=tmp_path, env=WITH_TEST_CALLBACKS)
     text = out.stdout + out.stderr
     assert "from-scratch warm-up, steps 0-5 on uniform weights" in text and "mixture for round 0 (from step 6)" in text
-    assert re.search(r"^probes: (\d+)/\1 trained \(100%\), \d+ s$", text, re.M)  # the probes show their progress
+    assert re.search(r"^domain probes \(8 steps each\): (\d+)/\1 trained \(100%\), \d+ s$", text, re.M)  # progress
     run = tmp_path / "scratch" / "lightning_logs" / "version_0"
     computed = yaml.safe_load((run / "mixture" / "round-0.yaml").read_text())["weights"]
     logged = scalars(run)

@@ -51,5 +51,8 @@ def test_unreadable_domains_keep_their_uniform_share_and_no_signal_is_uniform():
     assert w[2] == w[3] == 0.25 and math.isclose(w.sum(), 1.0) and w[0] > w[1]
     assert np.allclose(lag_mixture(np.full(4, 0.2), 1.0), 0.25)
     c = candidate_mixtures(np.eye(4)[0], np.ones(4), domain_lag=np.array([0.4, 0.1, 0.2, 0.3]), families=("lag",))
-    assert list(c) == ["uniform", "lag 0.50", "lag 1.00", "lag 2.00"]
+    assert list(c) == ["uniform", "lag 2.00"]  # the default temperature
+    c = candidate_mixtures(np.eye(4)[0], np.ones(4), domain_lag=np.array([0.4, 0.1, 0.2, 0.3]), families=("lag",),
+                           lag_temperatures=(0.5, 1.0))
+    assert list(c) == ["uniform", "lag 0.50", "lag 1.00"]
     assert "lag" in FAMILIES

@@ -35,7 +35,7 @@ def setting(family: str, flat_main: float, sharp_main: float, mid_main: float = 
 
 
 def test_the_fit_recovers_the_law_the_draw_obeys_and_the_rules_replay_it():
-    draw = {"meta": {"code_hash": "h", "commit": "c"},
+    draw = {"meta": {"sources": [{"file": "robustness-tuning.json", "code_hash": "h", "commit": "c"}]},
             "targets": [setting("continued", -0.02, -0.01), setting("other-model", -0.01, -0.03),
                         setting("scratch", -0.03, 0.01), setting("continued", -0.015, -0.02)]}
     result = analyse(draw)

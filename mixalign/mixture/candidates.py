@@ -13,7 +13,8 @@ import numpy as np
 SHRINKAGES = (0.25, 0.5, 0.75)  # a in (1 - a) w + a * uniform
 SOFTMIN_SCALES = (2.0,)  # temperatures of kl_softmin (standard deviations of the domain probes' KL): tuning draw
 EXPLORED_SOFTMIN_SCALES = (0.5, 1.0, 2.0)  # the temperatures the tuning draw main-runs, to choose among
-LAG_TEMPERATURES = (0.5, 1.0, 2.0)  # temperatures of lag_mixture, in standard deviations of the domains' lag
+LAG_TEMPERATURES = (2.0,)  # temperatures of lag_mixture (standard deviations of the domains' lag): tuning draw
+EXPLORED_LAG_TEMPERATURES = (0.5, 1.0, 2.0)  # the temperatures the tuning draw main-runs
 PROBED = ("solution", "shrink", "kl-softmin")  # the generators that read the domain probes
 FAMILIES = ("natural", "solution", "shrink", "kl-softmin", "lag", "response")  # candidate generators by name
 DEFAULT_CANDIDATES = ("solution", "kl-softmin")  # with SOFTMIN_SCALES: the best replay on the tuning draw (tune.py)
@@ -57,7 +58,8 @@ def lag_mixture(domain_lag: np.ndarray, temperature: float, readable: np.ndarray
 def candidate_mixtures(solution: np.ndarray, natural: np.ndarray, domain_kl: np.ndarray | None = None,
                        response: dict[str, np.ndarray] | None = None, domain_lag: np.ndarray | None = None,
                        readable: np.ndarray | None = None, families: tuple[str, ...] = FAMILIES,
-                       softmin_scales: tuple[float, ...] = SOFTMIN_SCALES) -> dict[str, np.ndarray]:
+                       softmin_scales: tuple[float, ...] = SOFTMIN_SCALES,
+                       lag_temperatures: tuple[float, ...] = LAG_TEMPERATURES) -> dict[str, np.ndarray]:
     """The mixtures worth measuring, by name, uniform first; near-duplicates (a solution that is
     uniform) appear once. `families` names the generators to use (FAMILIES).
 
@@ -77,7 +79,7 @@ def candidate_mixtures(solution: np.ndarray, natural: np.ndarray, domain_kl: np.
     if domain_kl is not None and "kl-softmin" in families:
         named.update({f"kl-softmin {s:.2f}": kl_softmin(domain_kl, s) for s in softmin_scales})
     if domain_lag is not None and "lag" in families:
-        named.update({f"lag {t:.2f}": lag_mixture(domain_lag, t, readable) for t in LAG_TEMPERATURES})
+        named.update({f"lag {t:.2f}": lag_mixture(domain_lag, t, readable) for t in lag_temperatures})
     named.update(response or {})
     kept: dict[str, np.ndarray] = {}
     for name, weights in named.items():  # first name wins

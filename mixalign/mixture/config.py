@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mixalign.errors import MixalignError
-from mixalign.mixture.candidates import DEFAULT_CANDIDATES, FAMILIES, SOFTMIN_SCALES
+from mixalign.mixture.candidates import DEFAULT_CANDIDATES, FAMILIES, LAG_TEMPERATURES, SOFTMIN_SCALES
 from mixalign.paths import InputPath, plain
 from mixalign.units import DEFAULT_SEED
 
@@ -31,6 +31,8 @@ class MixtureConfig:
             kl-softmin, lag, response); uniform is always measured.
         softmin_scales: the temperatures of the kl-softmin candidates, in standard deviations of the
             domain probes' exact KL (lower: more concentrated).
+        lag_temperatures: the temperatures of the lag candidates, in standard deviations of the model's
+            per-domain lag behind the target (lower: more concentrated).
         probe_learning_rate: peak learning rate of the probes (default: the model's).
         warmup_steps: from scratch: train this many steps on uniform weights before the first
             round (probes of a random model say little). They are the run's first steps.
@@ -61,6 +63,7 @@ class MixtureConfig:
     candidate_steps: int | None = None
     candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
     softmin_scales: tuple[float, ...] = SOFTMIN_SCALES
+    lag_temperatures: tuple[float, ...] = LAG_TEMPERATURES
     probe_learning_rate: float | None = None
     warmup_steps: int = 0
     solver: str = "direction"

@@ -115,7 +115,7 @@ def probe_response(ctx: ProbeContext, base: ProbeResult, settings: ProbeSettings
     k = len(domains)
     jobs = [ctx.job("candidate uniform", np.full(k, 1.0 / k), settings)]  # the candidate's own probe, cached
     jobs += [ctx.job(f"tilt {d}", w, settings) for d, w in zip(domains, tilt_mixtures(k))]
-    results = run_probes(jobs, processes, progress="tilts", ranks=ctx.ranks)
+    results = run_probes(jobs, processes, progress=f"tilt probes ({settings.steps} steps each)", ranks=ctx.ranks)
     gains = lambda values: domain_gains(values, base.vector.values, ctx.textset.domains,  # noqa: E731
                                         ctx.textset.n_bytes, domains)
     alpha, beta = share_response(gains(results[0].vector.values), np.stack([gains(r.vector.values) for r in results[1:]]))
@@ -145,9 +145,9 @@ def measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeS
     natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in domains])
     readable = np.array([d not in ctx.textset.scarce_domains(domains) for d in domains])
     named = candidate_mixtures(solution, natural, domain_kl, response, lag, readable, tuple(config.candidates),
-                               tuple(config.softmin_scales))
+                               tuple(config.softmin_scales), tuple(config.lag_temperatures))
     jobs = [ctx.job(f"candidate {n}", w, settings) for n, w in named.items()]
-    results = run_probes(jobs, progress="candidates", ranks=ctx.ranks)
+    results = run_probes(jobs, progress=f"candidate probes ({settings.steps} steps each)", ranks=ctx.ranks)
     B, lT = ctx.textset.mean_bytes, ctx.target.vector.values
     candidates, measured = [], []
     for (name, weights), result in zip(named.items(), results):

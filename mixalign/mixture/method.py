@@ -68,7 +68,8 @@ def _probe_domains(config: MixtureConfig, ctx: ProbeContext, settings: ProbeSett
     domains = ctx.datamodule.domains
     jobs = [ctx.job("base", np.full(len(domains), 1 / len(domains)), ProbeSettings(**{**asdict(settings), "steps": 0}))]
     jobs += [ctx.job(domain, np.eye(len(domains))[k], settings) for k, domain in enumerate(domains)]
-    base, *probes = results = run_probes(jobs, config.processes, ranks=ctx.ranks)
+    base, *probes = results = run_probes(jobs, config.processes, progress=f"domain probes ({settings.steps} steps each)",
+                                         ranks=ctx.ranks)
     l0 = torch.from_numpy(base.vector.values)
     A = torch.stack([centre(torch.from_numpy(p.vector.values) - l0) for p in probes], dim=1)
     t = centre(torch.from_numpy(ctx.target.vector.values) - l0)
