@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -23,6 +24,13 @@ from mixalign.mixture.result import MixtureResult, write_weights
 from mixalign.mixture.rounds import round_end, round_starts
 
 AUTOCAST = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}
+REPEAT_WARNING = 1.0  # warn when a domain's share of the round would pass over its training tokens more than this
+
+
+def passes(weights, round_tokens: int, domain_tokens) -> np.ndarray:
+    """How many times the round reads each domain's training tokens on these weights (> 1: repetition,
+    which a short probe does not see and Olmix-style methods cap)."""
+    return np.asarray(weights, dtype=float) * round_tokens / np.maximum(np.asarray(domain_tokens, dtype=float), 1)
 
 
 class AlignedMixture(MixtureConfig, L.Callback):
@@ -78,6 +86,18 @@ class AlignedMixture(MixtureConfig, L.Callback):
         datamodule.set_weights(step, dict(zip(result.domains, result.weights)))
         self.summaries[step] = result.to_dict()
         self._report(trainer, result, self.starts.index(step), step)
+        self._warn_repetition(trainer, result, round_end(self.starts, step, trainer.max_steps) - step)
+
+    def _warn_repetition(self, trainer: L.Trainer, result: MixtureResult, steps: int) -> None:
+        """Say which domains the round will read more than once: the mixture's hidden cost on small domains."""
+        datamodule = trainer.datamodule
+        tokens = (steps * datamodule.batch_size * datamodule.block_size * trainer.accumulate_grad_batches
+                  * trainer.world_size)
+        reads = passes(result.weights, tokens, [datamodule.data.count(d, "train") for d in result.domains])
+        repeated = [f"{d} {r:.1f}x" for d, r in zip(result.domains, reads) if r > REPEAT_WARNING]
+        if repeated:
+            rank_zero_info(f"mixture: warning: this round reads these domains' training tokens more than once: "
+                           f"{', '.join(repeated)} (repetition; more data for them, or a lower weight, avoids it)")
 
     def _report(self, trainer: L.Trainer, result: MixtureResult, round_index: int, step: int) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
