@@ -80,22 +80,21 @@ def transformers_val_loss(hf_dir, cache) -> float:
 
 
 def test_fit_starts_from_and_distills_toward_a_gpt2_directory(hf_dir, tmp_path, demo_cache):
-    """Validating the init_from model gives the GPT-2's own val loss; KD steps follow it as the teacher."""
+    """Validating the init_from model gives the GPT-2's own val loss; KD steps move a student toward it."""
     validated = mixalign("validate", *tiny("--model.init_from", str(hf_dir), "--trainer.logger", "false",
                                            cache=demo_cache), cwd=tmp_path)
     assert reported_metric(validated.stdout, "val/loss") == pytest.approx(transformers_val_loss(hf_dir, demo_cache),
                                                                           abs=1e-4)
-    # Pure distillation (alpha 1, no weight decay) from the teacher itself: the loss KL(teacher || student)
-    # starts at 0 with zero gradient, so 4 KD steps leave the student where it started (Adam turns float
-    # noise into steps of ~1e-4 bits/byte), while half cross-entropy moves it to ~0.01 in this setting.
-    out = mixalign("fit", *tiny("--model.init_from", str(hf_dir), "--model.teacher", str(hf_dir),
-                                "--model.distill_alpha", "1.0", "--model.weight_decay", "0.0",
-                                "--mixture.target", str(hf_dir), "--kl.n_texts", "16",
-                                "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", cache=demo_cache),
+    # Pure distillation (alpha 1: no cross-entropy) of a random student toward the GPT-2 directory: only the
+    # KD term can move it, so the exact KL to the teacher must fall. A KD term that gives no gradient (the
+    # teacher's distribution detached from nothing, or alpha applied to the wrong term) leaves it where it was.
+    out = mixalign("fit", *tiny("--model.teacher", str(hf_dir), "--model.distill_alpha", "1.0",
+                                "--model.weight_decay", "0.0", "--mixture.target", str(hf_dir), "--kl.n_texts", "16",
+                                "--trainer.max_steps", "8", "--trainer.val_check_interval", "8", cache=demo_cache),
                    cwd=tmp_path)
-    (kl,) = re.findall(r"SUMMARY: step 0 -> 4; KL to target, exact on the text set: model->target -?0\.0000 -> "
-                       r"(\d\.\d+), target->model -?0\.0000", out.stdout)
-    assert float(kl) < 0.001
+    (start, end), = re.findall(r"SUMMARY: step 0 -> 8; KL to target, exact on the text set: model->target "
+                               r"(\d+\.\d+) -> (\d+\.\d+)", out.stdout)
+    assert float(end) < 0.8 * float(start)
 
 
 BASE = REPO / "checkpoints" / "base.ckpt"
