@@ -147,6 +147,24 @@ def test_score_and_kl_subcommands(tmp_path, tiny_target, two_seeds):
     assert "full.npz" in full.stdout
 
 
+def test_kl_subcommand_with_monte_carlo_reports_the_path_figure_of_a_shared_tokenizer(tmp_path, tiny_target, two_seeds):
+    """`mixalign kl A B --mc N`: both models share demo-4k, so the mc cells are the exact KL along the sampled
+    paths (unmarked; a text-level figure would carry "t") and equal the JSON's path_exact figures."""
+    import json
+
+    model = two_seeds[1] / "checkpoints" / "last.ckpt"
+    out = mixalign("kl", str(tiny_target), str(model), "--n_texts", "16", "--mc", "8", "--out", "pairs.json",
+                   cwd=tmp_path).stdout
+    assert "the exact KL summed along the sampled token paths" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("last.ckpt ")]
+    cells = row.split("+-")
+    assert len(cells) == 6 and not row.rstrip().endswith(" t")  # llvec, exact x2, mc x2: five figures
+    (pair,) = json.loads((tmp_path / "pairs.json").read_text())["pairs"]
+    mc = pair["mc_a_to_b"]
+    assert mc["path_exact"] is not None and mc["horizon"] > 0 and mc["text"]["n"] == 8
+    assert f"{mc['path_exact']['bits_per_byte']:.4f}" in row
+
+
 def test_a_last_step_between_validations_is_measured_at_the_end_of_fit(tmp_path, demo_cache, tiny_target):
     """max_steps 7, validating every 3: the distances at 0, 3, 6 and at the end (7), and SUMMARY says 0 -> 7."""
     run = mixalign("fit", *tiny("--trainer.max_steps", "7", "--trainer.val_check_interval", "3",

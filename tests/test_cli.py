@@ -24,7 +24,9 @@ def test_print_config_round_trips(tmp_path, demo_cache):
 
 
 def test_fit_logs_then_validate_reproduces_val_loss(tmp_path, demo_cache):
-    mixalign("fit", *tiny(cache=demo_cache), cwd=tmp_path)
+    fitted = mixalign("fit", *tiny(cache=demo_cache), cwd=tmp_path)
+    assert "steps: 100%" in fitted.stderr and "30/30" in fitted.stderr  # StepProgressBar counts optimizer steps
+    assert "Epoch 0/-2" not in fitted.stderr and "v_num" not in fitted.stderr
     run = tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0"
     logged = scalars(run)
     for tag in ("train/loss", "train/lr", "train/tokens", "train/tokens_per_sec", "val/loss"):

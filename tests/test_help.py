@@ -52,3 +52,24 @@ def test_ckpt_path_last_with_nothing_to_resume_is_an_error_not_a_fresh_start(tmp
     assert "--ckpt_path last: no last.ckpt in" in result.stderr and "nothing to resume" in result.stderr
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("runs/tiny/lightning_logs/version_*")), "a run directory was left behind"
+
+
+def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch, capsys):
+    """main() turns MixalignError into `mixalign: error: ...` and exit 2, and nothing else: a bug
+    (here a RuntimeError from a subcommand) propagates with its traceback."""
+    import mixalign.cli as cli
+    from mixalign.errors import MixalignError
+
+    def bug(args):
+        raise RuntimeError("a bug")
+
+    def user_error(args):
+        raise MixalignError("--out x: is a directory")
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "score", cli.Subcommand(bug, "s"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["score"])
+    monkeypatch.setitem(cli.SUBCOMMANDS, "score", cli.Subcommand(user_error, "s"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["score"])
+    assert exit_.value.code == 2 and capsys.readouterr().err == "mixalign: error: --out x: is a directory\n"

@@ -261,3 +261,12 @@ def test_bad_inputs_raise_clear_errors(call, message):
 def test_solver_result_is_a_plain_record():
     result = solve_direction(domain_directions(50, 3, seed=19), centre(randn(50, seed=20)))
     assert isinstance(result, SolverResult) and result.weights.dtype == torch.float64
+
+
+def test_the_prediction_note_says_why_a_forecast_is_withheld():
+    from mixalign.mixture.method import _prediction_note
+
+    assert "extrapolates the probes' moves past the target" in _prediction_note(0.5, 0.6, None)
+    assert "does not hold here" in _prediction_note(0.5, 0.3, (0.85, 1.0))  # the solution's probe moved elsewhere
+    assert "norm ratio 1.40" in _prediction_note(0.5, 0.3, (0.95, 1.4))  # or by another length
+    assert _prediction_note(0.5, 0.3, (0.95, 1.1)) == "" and _prediction_note(0.5, 0.3, None) == ""
