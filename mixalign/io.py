@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from mixalign.errors import MixalignError
 
 
 @contextmanager
@@ -38,6 +42,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+WRITER_ERRORS = ("inline_container", "PytorchStreamWriter", "file write failed", "unexpected pos")
+
+
 def atomic_checkpoint_io():
     """Lightning CheckpointIO whose local saves are atomic: a temporary file beside the checkpoint,
     fsynced, then renamed onto it.
@@ -56,10 +63,32 @@ def atomic_checkpoint_io():
         def save_checkpoint(self, checkpoint: dict, path: _PATH, storage_options=None) -> None:
             if storage_options is not None or get_filesystem(path).protocol not in ("file", ("file", "local")):
                 return super().save_checkpoint(checkpoint, path, storage_options)
-            with atomic_path(path) as tmp:
-                torch.save(checkpoint, tmp)
+            written = 0
+            try:
+                with atomic_path(path) as tmp:
+                    try:
+                        torch.save(checkpoint, tmp)
+                    finally:
+                        written = tmp.stat().st_size if tmp.exists() else 0
+            except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as a RuntimeError
+                if isinstance(exc, RuntimeError) and not any(w in str(exc) for w in WRITER_ERRORS):
+                    raise  # not the file's writing: a bug, with its traceback
+                raise MixalignError(save_failure(path, written, exc)) from None
 
     return AtomicCheckpointIO()
+
+
+def save_failure(path, written: int, exc: BaseException) -> str:
+    """One line on a checkpoint that could not be written: where, and whether the disk is full."""
+    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if getattr(exc, "errno", None) == errno.ENOSPC or (free is not None and free < max(written, 1)):
+        reason = (f"no space left on its filesystem ({free} B free, {written} B of it written when it failed; "
+                  f"free some space or point the checkpoints elsewhere): {reason}")
+    return f"cannot write checkpoint {path}: {reason}; the previous checkpoint there, if any, is kept whole"
 
 
 def claim_version(root: str | os.PathLike, first: int) -> int:

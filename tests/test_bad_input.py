@@ -201,3 +201,243 @@ def test_weights_whose_sum_overflows_keep_their_proportions_and_odd_keys_are_nam
     assert np.allclose(normalise_weights({"a": 3e307, "b": 1e308, "c": 1e308}, ["a", "b", "c"]), [3 / 23, 10 / 23, 10 / 23])
     with pytest.raises(DataError, match=r"domain names must be strings, got \[1, None\]"):
         normalise_weights({1: 0.5, None: 0.5, "a": 1.0}, ["a"])
+
+
+def _dead_pid() -> int:
+    """A process id that no process has now (a killed writer's)."""
+    import os
+
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def test_a_killed_prepare_leaves_no_temporary_directory_forever(tmp_path, corpus):
+    """Issue 41 (14): a prepare killed mid-build left `.<key>.…` in the cache for good (up to the
+    size of the tokenized corpus). A later prepare removes this host's leftovers whose writer is
+    dead, and keeps a live writer's. Fails if `_remove_dead_leftovers` is not called from
+    `prepare`, or if it stops checking the pid (the live one would go) or the age (the old one stays)."""
+    import os
+
+    from mixalign.data.prepare import PrepareConfig, prepare, temp_prefix
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = "0123456789abcdef0123"
+    dead = cache / f"{temp_prefix(key, _dead_pid())}killed"
+    live = cache / f"{temp_prefix(key, os.getppid())}running"
+    old, fresh = cache / f".{key}.olderformat", cache / f".{key}.freshformat"  # no pid: judged by age
+    for leftover in (dead, live, old, fresh):
+        (leftover / "shard00000").mkdir(parents=True)
+        (leftover / "shard00000" / "part.bin").write_bytes(b"\0" * 1024)
+    for path in [old, *old.rglob("*")]:
+        os.utime(path, (0, __import__("time").time() - 2 * 24 * 3600))
+    config = PrepareConfig(source=str(corpus), tokenizer=None, bpe_vocab_size=300, domains=None,
+                           val_fraction=0.1, split_seed=0, skip_malformed=False)
+    data = prepare(config, cache)
+    assert not dead.exists(), "a dead writer's temporary directory survived"
+    assert not old.exists(), "a leftover untouched for two days survived"
+    assert live.is_dir() and (live / "shard00000" / "part.bin").is_file(), "a live writer's directory was removed"
+    assert sorted(p.name for p in cache.iterdir()) == sorted([data.root.name, live.name, fresh.name])
+
+
+def test_a_text_set_of_one_text_is_refused_before_scoring(capsys, work):
+    """Issue 41 (10): a text set of exactly 1 text was scored, then the distance (a variance over
+    texts) failed with a traceback. Fails if `load_textset` checks only for zero texts."""
+    path = _text_set_file(work / "one.jsonl", 1)
+    before = set(outputs(work))
+    code, message = run(capsys, "score", "--model", str(REPO / "checkpoints/base.ckpt"), "--textset", path,
+                        "--out", str(work / "v.npz"))
+    assert code == 2 and __import__("re").search(r"one.jsonl: text set with 1 text; .*at least 2", message), message
+    assert len(message.strip().splitlines()) == 1, message
+    assert set(outputs(work)) == before
+
+
+def _hf_dir(work: Path, name: str) -> Path:
+    """A GPT-2 Hugging Face directory's config.json (weights added by the caller)."""
+    path = work / name
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 64,
+                                                  "n_positions": 64, "vocab_size": 300}))
+    return path
+
+
+class _Payload:
+    """What a hostile pickle would run on load (here: marks that it ran)."""
+
+    ran = False
+
+    def __reduce__(self):
+        return (_Payload._run, ())
+
+    @staticmethod
+    def _run():
+        _Payload.ran = True
+        return {}
+
+
+@pytest.mark.parametrize("weights", ["pickled pytorch_model.bin", "truncated model.safetensors"])
+def test_init_from_a_hf_dir_with_hostile_or_cut_weights_is_a_clear_error(weights, capsys, work, corpus):
+    """Issue 41 (8): `init_from` a Hugging Face directory whose pytorch_model.bin holds a pickled
+    object, or whose model.safetensors is cut short, ended in a traceback. The .bin is never
+    unpickled (weights_only), and both give one line naming the file. Fails if `_read_weights`
+    loads without weights_only=True (the payload runs) or lets the loaders' errors through."""
+    import torch
+
+    hf = _hf_dir(work, "hf")
+    if weights.startswith("pickled"):
+        torch.save({"wte.weight": torch.zeros(300, 64), "evil": _Payload()}, hf / "pytorch_model.bin")
+        pattern = r"pytorch_model.bin: refused: .*could run code"
+    else:
+        from safetensors.torch import save_file
+
+        save_file({"wte.weight": torch.zeros(300, 64), "wpe.weight": torch.zeros(64, 64)}, str(hf / "model.safetensors"))
+        data = (hf / "model.safetensors").read_bytes()
+        (hf / "model.safetensors").write_bytes(data[: len(data) // 2])
+        pattern = r"model.safetensors: cannot read the weights \(truncated or corrupt"
+    before = set(outputs(work))
+    code, message = run(capsys, *fit(work, corpus, "--model.init_from", str(hf), "--model.n_layer", "2",
+                                      "--model.n_head", "2", "--model.n_embd", "64", "--data.block_size", "64"))
+    assert code == 2 and __import__("re").search(pattern, message), message
+    assert not _Payload.ran, "the pickled payload ran"
+    assert set(outputs(work)) == before
+
+
+def test_a_checkpoint_save_on_a_full_disk_says_so_and_keeps_the_previous(tmp_path, monkeypatch):
+    """Issue 41 (5): a full disk during `fit` ended in `RuntimeError: [enforce fail at
+    inline_container.cc:672] unexpected pos ...`, which never says "no space". The atomic
+    checkpoint IO turns it into a one-line error naming the checkpoint and the free space, and
+    the previous checkpoint stays whole. Fails if `save_checkpoint` lets the RuntimeError through."""
+    import torch
+
+    from mixalign.errors import MixalignError
+    from mixalign.io import atomic_checkpoint_io
+
+    target = tmp_path / "last.ckpt"
+    io = atomic_checkpoint_io()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(4)}}, target)
+    previous = target.read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"\0" * 10_000)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 10048 vs 9984")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr("shutil.disk_usage", lambda path: __import__("shutil")._ntuple_diskusage(10**9, 10**9, 512))
+    with pytest.raises(MixalignError) as error:
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(4)}}, target)
+    message = str(error.value)
+    assert "\n" not in message, message
+    assert __import__("re").search(rf"cannot write checkpoint {__import__('re').escape(str(target))}: .*"
+                                   r"no space left.*512 B free", message), message
+    assert target.read_bytes() == previous
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"], "a temporary file was left"
+
+
+def _resume_from(work: Path, kind: str) -> str:
+    """A `--ckpt_path` that cannot be resumed from: a pickled object, a cut file, another architecture."""
+    import torch
+
+    base = REPO / "checkpoints/base.ckpt"
+    if kind == "pickled object":
+        torch.save({"state_dict": {}, "hyper_parameters": {}, "evil": _Payload()}, work / "evil.ckpt")
+        return str(work / "evil.ckpt")
+    if kind == "truncated file":
+        return shard(work, "cut.ckpt", base.read_bytes()[:4096])
+    return str(base)
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+@pytest.mark.parametrize("kind, pattern", [
+    ("pickled object", r"evil.ckpt: refused: .*could run code"),
+    ("truncated file", r"cut.ckpt: cannot load checkpoint \(truncated or corrupt"),
+    ("another architecture", r"--ckpt_path .*base.ckpt: checkpoint is of another architecture \(n_layer: checkpoint 4 "
+                             r"vs config 2, n_head: checkpoint 4 vs config 2, n_embd: checkpoint 128 vs config 64, block_size: "
+                             r"checkpoint 128 vs config 64\)"),
+])
+def test_a_ckpt_path_that_cannot_be_resumed_is_a_clear_error(command, kind, pattern, capsys, work, corpus):
+    """Issue 41 (7): a bad `--ckpt_path` ended in a raw traceback (Lightning's torch.load), and one of
+    another architecture silently replaced the configured model.* by the checkpoint's. Fails if
+    `MixalignCLI.parse_arguments` stops checking the checkpoint before Lightning reads it."""
+    args = fit(work, corpus, "--ckpt_path", _resume_from(work, kind))
+    args[0] = command
+    before = set(outputs(work))
+    code, message = run(capsys, *args)
+    assert code == 2 and __import__("re").search(pattern, message), message
+    assert not _Payload.ran, "the pickled payload ran"
+    assert set(outputs(work)) == before
+
+
+def test_a_ckpt_path_of_another_vocabulary_is_a_clear_error(capsys, work, corpus):
+    """Issue 41 (7): the vocabulary is known only once the data's tokenizer is (data.vocab_size), so
+    it is compared after the classes are built: base.ckpt has the demo tokenizer's 4096, this data
+    a BPE of 300. Fails if `MixalignCLI.after_instantiate_classes` stops comparing vocab_size."""
+    args = fit(work, corpus, "--ckpt_path", str(REPO / "checkpoints/base.ckpt"), "--model.n_layer", "4",
+               "--model.n_head", "4", "--model.n_embd", "128", "--data.block_size", "128")
+    code, message = run(capsys, *args)
+    assert code == 2 and __import__("re").search(
+        r"--ckpt_path .*base.ckpt: checkpoint is of another architecture \(vocab_size: checkpoint 4096 vs config 300\)",
+        message), message
+    assert not list(work.rglob("*.ckpt")), "a run started"
+
+
+def test_ckpt_path_last_of_another_architecture_is_a_clear_error(capsys, work, corpus):
+    """Issue 41 (7): `--ckpt_path last` is resolved after Lightning's own reading (which skips it), so
+    it is checked where it is found. Fails if `before_instantiate_classes` stops calling `resume_hparams`
+    (the load then fails with a state-dict traceback)."""
+    import shutil
+
+    last = work / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    shutil.copy(REPO / "checkpoints/base.ckpt", last)
+    code, message = run(capsys, *fit(work, corpus, "--ckpt_path", "last"))
+    assert code == 2 and __import__("re").search(
+        r"--ckpt_path .*last.ckpt: checkpoint is of another architecture \(n_layer: checkpoint 4 vs config 2", message), message
+    assert [p.name for p in work.rglob("*.ckpt")] == ["last.ckpt"]
+
+
+def test_fit_on_a_full_disk_ends_in_one_line_naming_the_checkpoint(capsys, monkeypatch, work, corpus):
+    """Issue 41 (5), through `fit`: the error raised in the checkpoint IO reaches the command line as
+    one line and exit status 2 (not Lightning's traceback), and no checkpoint or temporary file is
+    left. Fails if `save_checkpoint` lets torch's RuntimeError through."""
+    import shutil
+
+    import torch
+
+    save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if not str(f).endswith(".ckpt"):
+            return save(obj, f, *args, **kwargs)
+        Path(f).write_bytes(b"\0" * 10_000)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 10048 vs 9984")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 512))
+    code, message = run(capsys, *fit(work, corpus))
+    lines = [line for line in message.splitlines() if line.startswith("mixalign: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in message, message
+    assert __import__("re").search(r"cannot write checkpoint .*\.ckpt: no space left .*512 B free", lines[0]), message
+    assert not list(work.rglob("*.ckpt")) and not [p for p in work.rglob(".*ckpt*")]
+
+
+def test_a_hf_target_with_a_pickled_weights_file_is_refused_in_one_line(capsys, work):
+    """Issue 41 (8), for a scored model (`--model`, a target): transformers refuses the pickle
+    (weights_only) but its message ran over several lines and advised `weights_only=False`. Fails
+    if `_load_hf_parts` passes the exception's whole text through."""
+    pytest.importorskip("transformers")
+    import torch
+
+    hf = _hf_dir(work, "hf")
+    torch.save({"transformer.wte.weight": torch.zeros(300, 64), "evil": _Payload()}, hf / "pytorch_model.bin")
+    code, message = run(capsys, "score", "--model", str(hf), "--textset", "demo", "--out", str(work / "v.npz"))
+    assert code == 2 and len(message.strip().splitlines()) == 1, message
+    assert __import__("re").search(r"hf: refused: .*pytorch_model.bin.*could run code", message), message
+    assert "weights_only` set to `False" not in message and not _Payload.ran

@@ -34,7 +34,8 @@ def textset_main(args: list[str]) -> None:
     parser.add_argument("--min_bytes", type=int, default=256, help="only chunks longer than this are kept")
     cfg = parser.parse_args(args)
     textset = build_textset(cfg.data.source, cfg.n, cfg.textset_seed, cfg.data.split_seed,
-                            cfg.data.val_fraction, cfg.data.domains, cfg.stratify, cfg.max_bytes, cfg.min_bytes)
+                            cfg.data.val_fraction, cfg.data.domains, cfg.stratify, cfg.max_bytes, cfg.min_bytes,
+                            cfg.data.domain_field)
     path = save_textset(textset, cfg.out)
     print(f"{path}: N = {len(textset)} texts, B = {textset.mean_bytes:.1f} bytes, hash {textset.hash[:12]}")
     print(f"{'domain':<24} {'texts':>6} {'candidates':>11}")

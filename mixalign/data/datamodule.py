@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from mixalign.assets import SHIPPED_TOKENIZERS
 from mixalign.data.prepare import PrepareConfig, PreparedData, SplitTokens, prepare
+from mixalign.data.reader import DEFAULT_DOMAIN_FIELD
 from mixalign.data.sampling import BatchIndices, FixedWindows, MixtureBatches
 from mixalign.data.schedule import WeightSchedule
 from mixalign.data.tokenizer import load_tokenizer, vocabulary_id
@@ -28,6 +29,7 @@ class PileMixtureDataModule(L.LightningDataModule):
     Args:
         source: shard file(s), directory, glob, a saved HF dataset, or ``demo`` (the shipped corpus).
             Paths in a config file are relative to that file; a glob is matched from the current directory.
+            ``{domain: path or glob}`` reads one folder or file set per domain (no domain field needed).
         tokenizer: shipped tokenizer name (``gpt2``, ``demo-4k``) or path to a ``tokenizer.json``;
             ``null`` trains a byte-level BPE of ``bpe_vocab_size`` on the training documents.
         bpe_vocab_size: vocabulary of the BPE to train when ``tokenizer`` is null.
@@ -46,11 +48,13 @@ class PileMixtureDataModule(L.LightningDataModule):
             times faster than training, BENCHMARKS.md).
         num_proc: processes tokenizing shards in parallel during preparation.
         skip_malformed: skip malformed lines with a counted warning instead of failing.
+        domain_field: dotted path to each record's domain (a column for Parquet): ``meta.pile_set_name``
+            (the Pile), ``meta.redpajama_set_name`` (SlimPajama), ``source`` (Dolma), ``domain``.
     """
 
     def __init__(
         self,
-        source: Literal["demo"] | InputPath | list[InputPath] | str = "demo",
+        source: Literal["demo"] | InputPath | list[InputPath] | dict[str, InputPath | list[InputPath] | str] | str = "demo",
         tokenizer: Literal[SHIPPED_TOKENIZERS] | InputPath | None = "demo-4k",
         bpe_vocab_size: int | None = None,
         domains: list[str] | None = None,
@@ -65,6 +69,7 @@ class PileMixtureDataModule(L.LightningDataModule):
         num_workers: int = 0,
         num_proc: int = 1,
         skip_malformed: bool = False,
+        domain_field: str = DEFAULT_DOMAIN_FIELD,
     ):
         super().__init__()
         _check_positive(block_size=block_size, batch_size=batch_size, val_windows_per_domain=val_windows_per_domain)
@@ -84,6 +89,7 @@ class PileMixtureDataModule(L.LightningDataModule):
             val_fraction=val_fraction,
             split_seed=split_seed,
             skip_malformed=skip_malformed,
+            domain_field=domain_field,
         )
         # Known before any data is read, so the CLI can link it into the model's config.
         self.vocab_size = load_tokenizer(tokenizer).get_vocab_size() if tokenizer else bpe_vocab_size

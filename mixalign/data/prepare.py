@@ -7,7 +7,7 @@ Layout of a prepared directory (`<cache_dir>/<key>/`):
                              (domain names made filename-safe by `token_file`)
 
 The key hashes everything that determines the content (input paths, sizes and mtimes, tokenizer,
-split, domains), so a matching directory is reused and any change prepares a new one. A directory
+split, domains, and a non-default domain field or per-domain source), so a matching directory is reused and any change prepares a new one. A directory
 is built under a temporary name and renamed into place, so a crash or a concurrent preparer never
 leaves a half-written cache that a later run would trust.
 """
@@ -20,15 +20,17 @@ import multiprocessing
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from mixalign.data.reader import ReadStats, read_shard, resolve_sources
+from mixalign.data.reader import DEFAULT_DOMAIN_FIELD, ReadStats, Shard, read_shard, resolve_shards
 from mixalign.data.tokenizer import (
     eot_id,
     load_tokenizer,
@@ -65,13 +67,14 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    source: str | Sequence[str]
+    source: str | Sequence[str] | Mapping[str, str | Sequence[str]]  # a mapping is {domain: path or glob}
     tokenizer: str | None  # shipped name or tokenizer.json path; None trains a BPE
     bpe_vocab_size: int | None
     domains: tuple[str, ...] | None
     val_fraction: float
     split_seed: int
     skip_malformed: bool
+    domain_field: str = DEFAULT_DOMAIN_FIELD  # dotted path to each record's domain
 
 
 class PreparedData:
@@ -131,7 +134,8 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_key(config: PrepareConfig, paths: list[Path]) -> str:
+def cache_key(config: PrepareConfig, shards: list[Shard]) -> str:
+    """Hash of what determines the prepared content; the defaults add nothing, so existing caches stay valid."""
     tokenizer = (
         {"hash": tokenizer_hash(load_tokenizer(config.tokenizer))}
         if config.tokenizer is not None
@@ -139,28 +143,33 @@ def cache_key(config: PrepareConfig, paths: list[Path]) -> str:
     )
     payload = {
         "format": FORMAT_VERSION,
-        "inputs": _input_fingerprint(paths),
+        "inputs": _input_fingerprint([path for path, _ in shards]),
         "tokenizer": tokenizer,
         "domains": sorted(config.domains) if config.domains else None,
         "val_fraction": config.val_fraction,
         "split_seed": config.split_seed,
         "skip_malformed": config.skip_malformed,
     }
+    if config.domain_field != DEFAULT_DOMAIN_FIELD:
+        payload["domain_field"] = config.domain_field
+    if isinstance(config.source, Mapping):
+        payload["domain_of"] = [[str(path), domain] for path, domain in shards]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def prepare(config: PrepareConfig, cache_dir: str | Path, num_proc: int = 1) -> PreparedData:
     """Return the prepared data for `config`, building it only if no valid cache exists."""
-    paths = resolve_sources(config.source)
-    key = cache_key(config, paths)
+    shards = resolve_shards(config.source)
+    key = cache_key(config, shards)
     cache_dir = Path(cache_dir)
     target = cache_dir / key
+    _remove_dead_leftovers(cache_dir)
     if _is_valid(target, key):
         return PreparedData(target)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+    work = Path(tempfile.mkdtemp(prefix=temp_prefix(key, os.getpid()), dir=cache_dir))
     try:
-        _build(config, paths, key, work, num_proc)
+        _build(config, shards, key, work, num_proc)
         if target.exists() and not _is_valid(target, key):
             shutil.rmtree(target, ignore_errors=True)  # a stale or damaged cache: replace it
         try:
@@ -171,6 +180,70 @@ def prepare(config: PrepareConfig, cache_dir: str | Path, num_proc: int = 1) -> 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return PreparedData(target)
+
+
+def temp_prefix(key: str, pid: int) -> str:
+    """The name a preparer's temporary directory starts with: its key, host and process id, so a
+    later preparer can tell a dead writer's leftover from a live one's."""
+    return f".{key}.{this_host()}-{pid}."
+
+
+def this_host() -> str:
+    """This host's name, and its process-id namespace (containers sharing a name and a cache
+    directory see other pids): where a process id means one process."""
+    try:
+        namespace = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    except OSError:
+        namespace = ""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", f"{socket.gethostname()}-ns{namespace}")
+
+
+_TEMP = re.compile(r"\.[0-9a-f]{20}\.(?:(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.)?[A-Za-z0-9_]+")
+STALE_AFTER_S = 24 * 3600  # a leftover whose writer cannot be checked (another host, an older name)
+
+
+def _remove_dead_leftovers(cache_dir: Path) -> None:
+    """Remove the temporary directories of preparers killed mid-build (up to a tokenized corpus each).
+
+    One of this host is removed when its writer's process is gone; one of another host, or from
+    before names carried a pid, when nothing in it changed for a day. A live writer's is kept.
+    """
+    try:
+        entries = [e for e in os.scandir(cache_dir) if _TEMP.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    host = this_host()
+    for entry in entries:
+        match = _TEMP.fullmatch(entry.name)
+        if match["pid"] is not None and match["host"] == host:
+            dead = not _pid_alive(int(match["pid"]))
+        else:
+            dead = time.time() - _newest_mtime(Path(entry.path)) > STALE_AFTER_S
+        if dead:
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (a pid out of range is none)
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _newest_mtime(root: Path) -> float:
+    newest = 0.0
+    for folder, _, files in os.walk(root):
+        for name in [folder, *(os.path.join(folder, f) for f in files)]:
+            try:
+                newest = max(newest, os.lstat(name).st_mtime)
+            except OSError:
+                return time.time()  # changing under us: a live writer
+    return newest
 
 
 def _is_valid(root: Path, key: str) -> bool:
@@ -189,27 +262,27 @@ def _is_valid(root: Path, key: str) -> bool:
         return False
 
 
-def _train_documents(config: PrepareConfig, paths: list[Path]) -> Iterator[str]:
-    for path in paths:
-        for doc in read_shard(path, config.skip_malformed):
+def _train_documents(config: PrepareConfig, shards: list[Shard]) -> Iterator[str]:
+    for path, domain in shards:
+        for doc in read_shard(path, config.skip_malformed, None, config.domain_field, domain):
             if (not config.domains or doc.domain in config.domains) and not is_heldout(
                 doc.text, config.split_seed, config.val_fraction
             ):
                 yield doc.text
 
 
-def _build(config: PrepareConfig, paths: list[Path], key: str, work: Path, num_proc: int) -> None:
+def _build(config: PrepareConfig, shards: list[Shard], key: str, work: Path, num_proc: int) -> None:
     """Tokenize every shard into `work`: per-domain token files, the tokenizer and the manifest."""
     if config.tokenizer is not None:
         tokenizer = load_tokenizer(config.tokenizer)
     else:
         if not config.bpe_vocab_size or config.bpe_vocab_size < 257:
             raise DataError(f"data.bpe_vocab_size must be at least 257 to train a BPE, got {config.bpe_vocab_size}")
-        tokenizer = train_bpe(_train_documents(config, paths), config.bpe_vocab_size)
+        tokenizer = train_bpe(_train_documents(config, shards), config.bpe_vocab_size)
     save_tokenizer(tokenizer, work / "tokenizer.json")
     dtype = token_dtype(tokenizer.get_vocab_size())
 
-    jobs = [(path, work / f"shard{i:05d}", config, dtype.str) for i, path in enumerate(paths)]
+    jobs = [(path, domain, work / f"shard{i:05d}", config, dtype.str) for i, (path, domain) in enumerate(shards)]
     if num_proc > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(min(num_proc, len(jobs))) as pool:
             results = pool.map(_tokenize_shard, jobs)
@@ -229,7 +302,7 @@ def _build(config: PrepareConfig, paths: list[Path], key: str, work: Path, num_p
     manifest = {
         "format": FORMAT_VERSION,
         "key": key,
-        "source": config.source if isinstance(config.source, str) else list(config.source),
+        "source": _plain_source(config.source),
         "domains": stats,
         "dtype": dtype.name,
         "tokenizer": {
@@ -243,6 +316,13 @@ def _build(config: PrepareConfig, paths: list[Path], key: str, work: Path, num_p
         "skipped_malformed": malformed,
     }
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _plain_source(source):
+    """The source as JSON: a string, a list, or {domain: path or glob}."""
+    if isinstance(source, str):
+        return source
+    return dict(source) if isinstance(source, Mapping) else list(source)
 
 
 def _concatenate(config: PrepareConfig, results: list[dict], domains: list[str], work: Path) -> dict:
@@ -269,9 +349,9 @@ def _concatenate(config: PrepareConfig, results: list[dict], domains: list[str],
     return stats
 
 
-def _tokenize_shard(job: tuple[Path, Path, PrepareConfig, str]) -> dict:
+def _tokenize_shard(job: tuple[Path, str | None, Path, PrepareConfig, str]) -> dict:
     """Tokenize one shard into per-(domain, split) part files; runs in a worker process when parallel."""
-    path, out_dir, config, dtype_str = job
+    path, domain, out_dir, config, dtype_str = job
     dtype = np.dtype(dtype_str)
     out_dir.mkdir()
     work = out_dir.parent
@@ -295,7 +375,7 @@ def _tokenize_shard(job: tuple[Path, Path, PrepareConfig, str]) -> dict:
 
     batch: list = []
     try:
-        for doc in read_shard(path, config.skip_malformed, read_stats):
+        for doc in read_shard(path, config.skip_malformed, read_stats, config.domain_field, domain):
             documents += 1
             seen.add(doc.domain)
             if config.domains and doc.domain not in config.domains:

@@ -2,6 +2,8 @@
 
 Sources are `.jsonl` / `.jsonl.zst` shards (files, directories or globs), the shipped demo corpus
 (`"demo"`), or local Hugging Face `datasets` data (a `save_to_disk` directory, `.parquet` files).
+The domain is the record's `domain_field` (a dotted path, so SlimPajama's `meta.redpajama_set_name`
+or Dolma's `source` read as they are), or the key of a `{domain: path or glob}` source.
 Every problem is reported with the file and line at fault, because a bad line in a 400 GB corpus
 is otherwise impossible to find.
 """
@@ -14,12 +16,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from mixalign.assets import DEMO_CORPUS, demo_corpus_dir
 from mixalign.errors import DataError
 
 SHARD_SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
+DEFAULT_DOMAIN_FIELD = "meta.pile_set_name"
+Shard = tuple[Path, "str | None"]  # a shard and its domain: None reads it from each record
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,24 @@ def resolve_sources(source: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     return sorted(set(p.resolve() for p in found))
 
 
+def resolve_shards(source) -> list[Shard]:
+    """Shards of `source` with their domain: the key of a `{domain: path or glob}` mapping, else None."""
+    if not isinstance(source, Mapping):
+        return [(path, None) for path in resolve_sources(source)]
+    if not source:
+        raise DataError("data.source is an empty mapping: give {domain: path or glob}")
+    owner: dict[Path, str] = {}
+    for domain, spec in source.items():
+        try:
+            paths = resolve_sources(spec)
+        except DataError as e:
+            raise DataError(f"data.source domain {domain!r}: pattern {spec!r} matches no data ({e})") from None
+        for path in paths:
+            if owner.setdefault(path, str(domain)) != str(domain):
+                raise DataError(f"data.source: {path} is in both domain {owner[path]!r} and {domain!r}")
+    return sorted(owner.items())
+
+
 def _open_lines(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as raw:
         if path.name.endswith(".zst"):
@@ -93,7 +115,7 @@ def _open_lines(path: Path) -> Iterator[bytes]:
             yield from raw
 
 
-def _parse_line(raw: bytes, where: str) -> tuple[str, str]:
+def _parse_line(raw: bytes, where: str, field: str, domain: str | None) -> tuple[str, str]:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -104,44 +126,50 @@ def _parse_line(raw: bytes, where: str) -> tuple[str, str]:
         raise DataError(f"{where}: malformed JSON ({e.msg})") from None
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    return _fields(record, where)
+    return _fields(record, where, field, domain)
 
 
-def _fields(record: dict, where: str) -> tuple[str, str]:
+def _fields(record: dict, where: str, field: str, domain: str | None) -> tuple[str, str]:
+    """The record's text and domain (`domain` when the source fixes it, else the dotted `field`)."""
     text = record.get("text")
     if not isinstance(text, str):
         raise DataError(f"{where}: missing string field 'text'")
-    meta = record.get("meta")
-    domain = meta.get("pile_set_name") if isinstance(meta, dict) else None
-    if not isinstance(domain, str) or not domain:
-        raise DataError(f"{where}: missing string field 'meta.pile_set_name'")
+    if domain is None:
+        domain = record
+        for key in field.split("."):
+            domain = domain.get(key) if isinstance(domain, dict) else None
+        if not isinstance(domain, str) or not domain:
+            raise DataError(f"{where}: missing string field '{field}' (data.domain_field)")
     return text, domain
 
 
-def read_shard(path: Path, skip_malformed: bool = False, stats: ReadStats | None = None) -> Iterator[Document]:
+def read_shard(
+    path: Path, skip_malformed: bool = False, stats: ReadStats | None = None,
+    domain_field: str = DEFAULT_DOMAIN_FIELD, domain: str | None = None,
+) -> Iterator[Document]:
     """Documents of one shard, in file order. A shard with no documents is an error."""
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
     count = 0
-    for number, text, domain, where, error in _records(path):
+    for number, text, domain_of, where, error in _records(path, domain_field, domain):
         if error is not None:
             if not skip_malformed:
                 raise error
             stats.skip(where, str(error).split(": ", 1)[-1])
             continue
         count += 1
-        yield Document(text, domain, str(path), number)
+        yield Document(text, domain_of, str(path), number)
     if count == 0:
         raise DataError(f"{path}: no documents (empty shard{' after skipping malformed lines' if stats.malformed else ''})")
 
 
-def _records(path: Path):
+def _records(path: Path, field: str, domain: str | None):
     """(number, text, domain, where, error) per record; errors are returned so callers may skip them."""
     if path.is_dir() or path.name.endswith(".parquet"):
         for number, record in enumerate(_hf_rows(path), start=1):
             where = f"{path}: row {number}"
             try:
-                yield (number, *_fields(record, where), where, None)
+                yield (number, *_fields(record, where, field, domain), where, None)
             except DataError as e:
                 yield number, None, None, where, e
         return
@@ -150,7 +178,7 @@ def _records(path: Path):
             continue
         where = f"{path}:{number}"
         try:
-            yield (number, *_parse_line(raw, where), where, None)
+            yield (number, *_parse_line(raw, where, field, domain), where, None)
         except DataError as e:
             yield number, None, None, where, e
 
@@ -169,7 +197,9 @@ def _hf_rows(path: Path) -> Iterator[dict]:
     yield from ds
 
 
-def read_documents(source, skip_malformed: bool = False, stats: ReadStats | None = None) -> Iterator[Document]:
+def read_documents(
+    source, skip_malformed: bool = False, stats: ReadStats | None = None, domain_field: str = DEFAULT_DOMAIN_FIELD,
+) -> Iterator[Document]:
     """Documents of every shard of `source`, shards in sorted path order."""
-    for path in resolve_sources(source):
-        yield from read_shard(path, skip_malformed, stats)
+    for path, domain in resolve_shards(source):
+        yield from read_shard(path, skip_malformed, stats, domain_field, domain)

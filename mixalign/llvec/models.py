@@ -32,6 +32,7 @@ from mixalign.llvec.scoring import (
 )
 from mixalign.llvec.token_kl import TokenKL, exact_token_kl
 from mixalign.model.checkpoint import gpt_from_checkpoint
+from mixalign.model.hf_gpt2 import first_line
 from mixalign.model.nanogpt import GPT, KVCache, target_logprobs
 
 HF_EXTRA_HINT = "pip install 'mixalign[hf]'"
@@ -268,7 +269,10 @@ def _load_hf_parts(path: Path, device):
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True,
                                                                trust_remote_code=False)
     except Exception as exc:
-        raise MixalignError(f"{path}: cannot load a Hugging Face causal LM and tokenizer from it: {exc}") from None
+        if "Weights only load failed" in str(exc):  # transformers loads pytorch_model.bin with weights_only
+            raise MixalignError(f"{path}: refused: its pytorch_model.bin holds objects other than tensors and plain "
+                                f"values, and loading it could run code ({first_line(exc)})") from None
+        raise MixalignError(f"{path}: cannot load a Hugging Face causal LM and tokenizer from it: {first_line(exc)}") from None
     if torch.device(device).type == "cpu":
         model = model.float()  # half precision on CPU is slow and lossy; float32 loses nothing
     return model.eval().to(device), tokenizer

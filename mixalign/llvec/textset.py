@@ -22,12 +22,12 @@ import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from mixalign.data.prepare import is_heldout
-from mixalign.data.reader import read_documents
+from mixalign.data.reader import DEFAULT_DOMAIN_FIELD, read_documents
 from mixalign.errors import DataError
 from mixalign.io import write_bytes_atomic
 
@@ -128,9 +128,10 @@ class TextSet:
 
 # -- building -----------------------------------------------------------------------------------
 
-def _candidates(source, split_seed: int, val_fraction: float, domains, max_bytes: int, min_bytes: int) -> Iterator[tuple[str, str]]:
+def _candidates(source, split_seed: int, val_fraction: float, domains, max_bytes: int, min_bytes: int,
+                domain_field: str) -> Iterator[tuple[str, str]]:
     """(domain, chunk) for every candidate chunk, in corpus order (shard, line, chunk index)."""
-    for doc in read_documents(source):
+    for doc in read_documents(source, domain_field=domain_field):
         if domains is not None and doc.domain not in domains:
             continue
         if not is_heldout(doc.text, split_seed, val_fraction):
@@ -166,7 +167,7 @@ def _stratified_allocation(available: dict[str, int], n: int, rng: np.random.Gen
 
 
 def _draw(source, n, seed, split_seed, val_fraction, domain_filter, stratify, max_bytes, min_bytes,
-          available: dict[str, int]) -> list[tuple[str, int, str]]:
+          available: dict[str, int], domain_field: str) -> list[tuple[str, int, str]]:
     """Pass 2: draw which candidates to keep (indices into each domain's candidate list when
     stratified, into the whole list otherwise) and collect them as (domain, corpus index, text)."""
     total = sum(available.values())
@@ -180,7 +181,7 @@ def _draw(source, n, seed, split_seed, val_fraction, domain_filter, stratify, ma
     seen: dict[str, int] = {}
     index = -1
     for index, (domain, chunk) in enumerate(
-        _candidates(source, split_seed, val_fraction, domain_filter, max_bytes, min_bytes)
+        _candidates(source, split_seed, val_fraction, domain_filter, max_bytes, min_bytes, domain_field)
     ):
         k = seen.get(domain, 0)
         seen[domain] = k + 1
@@ -201,6 +202,7 @@ def build_textset(
     stratify: bool = False,
     max_bytes: int = 1024,
     min_bytes: int = 256,
+    domain_field: str = DEFAULT_DOMAIN_FIELD,
 ) -> TextSet:
     """Sample n held-out chunks of `source` (see the module docstring for the protocol).
 
@@ -222,7 +224,7 @@ def build_textset(
 
     # Pass 1: count candidates per domain.
     available: dict[str, int] = {}
-    for domain, _ in _candidates(source, split_seed, val_fraction, domain_filter, max_bytes, min_bytes):
+    for domain, _ in _candidates(source, split_seed, val_fraction, domain_filter, max_bytes, min_bytes, domain_field):
         available[domain] = available.get(domain, 0) + 1
     total = sum(available.values())
     if domain_filter is not None and (missing := sorted(domain_filter - set(available))):
@@ -234,7 +236,7 @@ def build_textset(
             f"chunks of {min_bytes + 1}..{max_bytes} bytes; per domain: {dict(sorted(available.items()))})"
         )
 
-    picked = _draw(source, n, seed, split_seed, val_fraction, domain_filter, stratify, max_bytes, min_bytes, available)
+    picked = _draw(source, n, seed, split_seed, val_fraction, domain_filter, stratify, max_bytes, min_bytes, available, domain_field)
     picked.sort(key=lambda p: (p[0], p[1]))
 
     meta = {
@@ -243,13 +245,20 @@ def build_textset(
         "n": n,
         "seed": seed,
         "stratified": bool(stratify),
-        "source": [str(s) for s in source] if isinstance(source, (list, tuple)) else str(source),
+        "source": _source_meta(source),
         "domains": None if domains is None else sorted(domain_filter),
         "split": {"seed": split_seed, "val_fraction": val_fraction},
         "available": dict(sorted(available.items())),
         "order": "domain, corpus order",
     }
     return TextSet(tuple(p[2] for p in picked), tuple(p[0] for p in picked), meta)
+
+
+def _source_meta(source):
+    """The source as JSON, comparable with data.source (a `{domain: path}` mapping stays one)."""
+    if isinstance(source, Mapping):
+        return {str(domain): _source_meta(spec) for domain, spec in source.items()}
+    return [str(s) for s in source] if isinstance(source, (list, tuple)) else str(source)
 
 
 # -- files --------------------------------------------------------------------------------------
@@ -369,6 +378,7 @@ def load_textset(path: str | os.PathLike) -> TextSet:
             f"{path}: text set hash mismatch: header says {str(header.get('hash'))[:12]}, "
             f"contents hash to {ts.hash[:12]} (file modified or corrupt)"
         )
-    if len(ts) == 0:
-        raise DataError(f"{path}: text set with zero texts; a KL estimate needs at least 2")
+    if len(ts) < 2:  # the distance's error bar is a variance over texts: one text has none
+        count = "zero texts" if len(ts) == 0 else "1 text"
+        raise DataError(f"{path}: text set with {count}; a KL estimate needs at least 2")
     return ts

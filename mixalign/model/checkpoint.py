@@ -10,24 +10,28 @@ import torch
 
 from mixalign.errors import MixalignError
 from mixalign.io import atomic_path
-from mixalign.model.hf_gpt2 import gpt_from_hf, hf_tokenizer_json, is_hf_dir
+from mixalign.model.hf_gpt2 import first_line, gpt_from_hf, hf_tokenizer_json, is_hf_dir
 from mixalign.model.nanogpt import GPT, GPTConfig
 
 GPT_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "dropout")
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's dict, loaded with `weights_only=True`: a file a user names never runs code."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """A checkpoint's dict, loaded with `weights_only=True`: a file a user names never runs code.
+
+    mmap: map the tensors instead of reading them (a check that reads only the hyper-parameters).
+    """
     path = Path(path)
     if not path.is_file():
         raise MixalignError(f"checkpoint {str(path)!r} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise MixalignError(f"{path}: refused: the checkpoint holds objects other than tensors and plain "
-                            f"values, and loading it could run code ({str(exc).splitlines()[0]})") from None
+                            f"values, and loading it could run code ({first_line(exc)})") from None
     except Exception as exc:
-        raise MixalignError(f"{path}: cannot load checkpoint (truncated or corrupt, or not a PyTorch file): {exc}") from None
+        raise MixalignError(f"{path}: cannot load checkpoint (truncated or corrupt, or not a PyTorch file): "
+                            f"{first_line(exc)}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise MixalignError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return checkpoint

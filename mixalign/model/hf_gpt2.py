@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import uuid
 from pathlib import Path
@@ -54,16 +55,40 @@ def hf_gpt2_config(path: Path) -> GPTConfig:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if (path / "model.safetensors").is_file():
+    """The directory's weights as tensors; a pickled object in pytorch_model.bin is never unpickled."""
+    file = path / "model.safetensors"
+    if file.is_file():
         try:
             from safetensors.torch import load_file
         except ImportError:
             raise MixalignError(f"{path}: reading model.safetensors needs the 'safetensors' package "
                                 "(pip install 'mixalign[hf]')") from None
-        return load_file(str(path / "model.safetensors"))
-    if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise MixalignError(f"{path}: no model.safetensors or pytorch_model.bin (sharded weights are not supported)")
+        try:
+            state = load_file(str(file))
+        except Exception as exc:  # safetensors' errors share no public base class
+            raise MixalignError(f"{file}: cannot read the weights (truncated or corrupt safetensors file): "
+                                f"{first_line(exc)}") from None
+    elif (file := path / "pytorch_model.bin").is_file():
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise MixalignError(f"{file}: refused: it holds objects other than tensors and plain values, and loading "
+                                f"it could run code ({first_line(exc)})") from None
+        except Exception as exc:
+            raise MixalignError(f"{file}: cannot read the weights (truncated or corrupt, or not a PyTorch file): "
+                                f"{first_line(exc)}") from None
+    else:
+        raise MixalignError(f"{path}: no model.safetensors or pytorch_model.bin (sharded weights are not supported)")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MixalignError(f"{file}: not a state dict of tensors")
+    return state
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line (for a pickle refused by weights_only: the reason, not the advice)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    unsafe = [line.strip() for line in lines if "WeightsUnpickler error" in line or "unsupported GLOBAL" in line]
+    return (unsafe or lines or [type(exc).__name__])[0]
 
 
 def our_state_dict(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:

@@ -1,0 +1,124 @@
+"""Domains where the data keeps them: each layout prepares exactly what the Pile layout of the same documents does.
+
+Layouts: the Pile (`meta.pile_set_name`), SlimPajama (`meta.redpajama_set_name`), Dolma (top-level
+`source`), a Parquet `domain` column (`data.domain_field`), and one folder per domain (`data.source`
+as `{domain: path or glob}`). Then one test per bad layout, checking the error says where to look.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import mixalign, write_corpus
+
+from mixalign.data.datamodule import PileMixtureDataModule
+from mixalign.errors import DataError
+from mixalign.llvec.textset import build_textset
+
+
+@pytest.fixture(scope="module")
+def documents(tmp_path_factory) -> list[tuple[str, str]]:
+    """(text, domain) of the conftest corpus, in file order."""
+    path = write_corpus(tmp_path_factory.mktemp("pile") / "00.jsonl", documents_per_domain=40)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [(r["text"], r["meta"]["pile_set_name"]) for r in records]
+
+
+def write_lines(path, records) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def prepared_domains(tmp_path, source, **options) -> dict:
+    """The manifest's per-domain counts for `source`, prepared into a fresh cache."""
+    dm = PileMixtureDataModule(source=source, cache_dir=str(tmp_path / "cache"), **options)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm.data.manifest["domains"]
+
+
+@pytest.fixture(scope="module")
+def pile_domains(documents, tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("pile_layout")
+    source = write_lines(tmp / "pile.jsonl", [{"text": t, "meta": {"pile_set_name": d}} for t, d in documents])
+    return prepared_domains(tmp, source)
+
+
+def test_slimpajama_layout_reads_its_nested_field(documents, pile_domains, tmp_path):
+    source = write_lines(tmp_path / "slim.jsonl", [{"text": t, "meta": {"redpajama_set_name": d}} for t, d in documents])
+    assert prepared_domains(tmp_path, source, domain_field="meta.redpajama_set_name") == pile_domains
+
+
+def test_dolma_layout_reads_a_top_level_field(documents, pile_domains, tmp_path):
+    source = write_lines(tmp_path / "dolma.jsonl", [{"id": i, "text": t, "source": d} for i, (t, d) in enumerate(documents)])
+    assert prepared_domains(tmp_path, source, domain_field="source") == pile_domains
+
+
+def test_folder_per_domain_layout_takes_the_domain_from_the_mapping(documents, pile_domains, tmp_path):
+    source = {}
+    for domain in sorted({d for _, d in documents}):
+        for part in range(2):  # two shards per folder, no domain field in the records
+            write_lines(tmp_path / domain / f"{part}.jsonl", [{"text": t} for t, d in documents[part::2] if d == domain])
+        source[domain] = str(tmp_path / domain) if domain != "gamma" else str(tmp_path / domain / "*.jsonl")
+    assert prepared_domains(tmp_path, source) == pile_domains
+
+
+def test_parquet_layout_reads_a_domain_column(documents, pile_domains, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pa.table({"text": [t for t, _ in documents], "domain": [d for _, d in documents]})
+    pq.write_table(table, tmp_path / "rows.parquet")
+    assert prepared_domains(tmp_path, str(tmp_path / "rows.parquet"), domain_field="domain") == pile_domains
+
+
+def test_textset_reads_the_same_domains_from_every_layout(documents, tmp_path):
+    pile = write_lines(tmp_path / "pile.jsonl", [{"text": t, "meta": {"pile_set_name": d}} for t, d in documents])
+    dolma = write_lines(tmp_path / "dolma.jsonl", [{"text": t, "source": d} for t, d in documents])
+    split = {"n": 12, "seed": 0, "split_seed": 0, "val_fraction": 0.5, "min_bytes": 64}
+    expected = build_textset(pile, **split)
+    assert build_textset(dolma, domain_field="source", **split).hash == expected.hash
+    folders = {d: write_lines(tmp_path / d / "0.jsonl", [{"text": t} for t, e in documents if e == d]) for d in ("alpha", "beta", "gamma")}
+    assert build_textset(folders, **split).meta["available"] == expected.meta["available"]  # order differs, candidates not
+
+
+def test_default_domain_field_keeps_the_cache_key(documents, tmp_path):
+    source = write_lines(tmp_path / "pile.jsonl", [{"text": t, "meta": {"pile_set_name": d}} for t, d in documents])
+    default = PileMixtureDataModule(source=source, cache_dir=str(tmp_path / "cache"))
+    named = PileMixtureDataModule(source=source, cache_dir=str(tmp_path / "cache"), domain_field="meta.pile_set_name")
+    default.setup("fit")
+    named.setup("fit")
+    assert named.data.root == default.data.root
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_record_without_the_domain_field_names_file_line_and_field(tmp_path):
+    source = write_lines(tmp_path / "slim.jsonl", [{"text": "a", "meta": {"redpajama_set_name": "x"}}, {"text": "b", "meta": {}}])
+    with pytest.raises(DataError, match=r"slim\.jsonl:2: missing string field 'meta\.redpajama_set_name'"):
+        prepared_domains(tmp_path, source, domain_field="meta.redpajama_set_name")
+
+
+def test_listed_domain_without_documents_is_named(documents, tmp_path):
+    source = write_lines(tmp_path / "dolma.jsonl", [{"text": t, "source": d} for t, d in documents])
+    with pytest.raises(DataError, match=r"data\.domains: unknown domain\(s\) \['omega'\]; the data has: \['alpha', 'beta', 'gamma'\]"):
+        prepared_domains(tmp_path, source, domain_field="source", domains=["alpha", "omega"])
+
+
+def test_mapping_entry_matching_nothing_names_domain_and_pattern(documents, tmp_path):
+    alpha = write_lines(tmp_path / "alpha" / "0.jsonl", [{"text": t} for t, d in documents if d == "alpha"])
+    pattern = str(tmp_path / "beta" / "*.jsonl")
+    with pytest.raises(DataError, match=rf"data\.source domain 'beta': pattern '{re.escape(pattern)}' matches no data"):
+        prepared_domains(tmp_path, {"alpha": alpha, "beta": pattern})
+
+
+@pytest.mark.slow
+def test_prepare_command_on_the_folder_layout_prints_the_domain_table(documents, tmp_path):
+    for domain in ("alpha", "beta", "gamma"):
+        write_lines(tmp_path / "data" / domain / "0.jsonl", [{"text": t} for t, d in documents if d == domain])
+    source = "{alpha: data/alpha, beta: data/beta, gamma: 'data/gamma/*.jsonl'}"
+    out = mixalign("prepare", "--data.source", source, "--data.cache_dir", str(tmp_path / "cache"), cwd=tmp_path).stdout
+    rows = {line.split()[0]: [int(c) for c in line.split()[1:]] for line in out.splitlines()[2:-1]}
+    assert sorted(rows) == ["alpha", "beta", "gamma"]
+    assert all(len(cells) == 4 and cells[0] + cells[2] == 40 for cells in rows.values())
