@@ -25,8 +25,9 @@ def test_print_config_round_trips(tmp_path, demo_cache):
 
 def test_fit_logs_then_validate_reproduces_val_loss(tmp_path, demo_cache):
     fitted = mixalign("fit", *tiny(cache=demo_cache), cwd=tmp_path)
-    assert "steps: 100%" in fitted.stderr and "30/30" in fitted.stderr  # StepProgressBar counts optimizer steps
-    assert "Epoch 0/-2" not in fitted.stderr and "v_num" not in fitted.stderr
+    bar = fitted.stdout + fitted.stderr  # Lightning's tqdm bar writes to stdout
+    assert "steps: 100%" in bar and "30/30" in bar  # StepProgressBar counts optimizer steps
+    assert "Epoch 0/-2" not in bar and "v_num" not in bar
     run = tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0"
     logged = scalars(run)
     for tag in ("train/loss", "train/lr", "train/tokens", "train/tokens_per_sec", "val/loss"):
@@ -68,6 +69,30 @@ def test_resume_continues_exactly(tmp_path, demo_cache):
     for step, value in losses_resumed.items():
         assert value == pytest.approx(losses_straight[step], abs=1e-6)
     assert straight["mixalign"]["domain_token_counts"] == resumed["mixalign"]["domain_token_counts"]
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path, demo_cache):
+    """A SIGTERM after step 7 (as a cluster scheduler sends) ends fit with exit 143, a last.ckpt and a line
+    saying how to resume; resuming gives the uninterrupted run's weights to 1e-6."""
+    import os
+
+    common = ("--model.lr_decay_steps", "20", "--trainer.val_check_interval", "10", "--trainer.max_steps", "20")
+    mixalign("fit", *tiny("--trainer.default_root_dir", "straight", *common, cache=demo_cache), cwd=tmp_path)
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    stopped = mixalign("fit", *tiny("--trainer.default_root_dir", "cut", *common,
+                                    "--trainer.callbacks+=sigterm_at.SigtermAt", cache=demo_cache),
+                       cwd=tmp_path, env=env, check=False)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "SIGTERM at step 7" in stopped.stdout + stopped.stderr and "--ckpt_path last" in stopped.stdout + stopped.stderr
+    run = tmp_path / "cut" / "lightning_logs" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 7
+    mixalign("fit", *tiny("--trainer.default_root_dir", "cut", *common, "--ckpt_path", "last", cache=demo_cache),
+             cwd=tmp_path)
+    straight = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert straight["global_step"] == resumed["global_step"] == 20
+    for name, value in straight["state_dict"].items():
+        assert torch.allclose(value, resumed["state_dict"][name], atol=1e-6, rtol=0), name
 
 
 def test_compiled_fused_training_matches_eager(tmp_path, demo_cache):

@@ -10,9 +10,12 @@ Inside the package, imports point down: `parsing` < `lightning` (MixalignCLI) < 
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Callable
+
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mixalign.cli.data import prepare_main, textset_main
 from mixalign.cli.eval import eval_main
@@ -52,7 +55,7 @@ def subcommand_list() -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run a subcommand; a user error (`MixalignError`) is one clear line and exit code 2."""
+    """Run a subcommand; a user error (`MixalignError`) is one clear line and exit code 2; a SIGTERM, 143."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if argv and argv[0] in SUBCOMMANDS:
@@ -61,3 +64,5 @@ def main(args: list[str] | None = None) -> None:
     except MixalignError as error:
         print(f"mixalign: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:  # SaveOnSigterm saved last.ckpt and said how to resume
+        raise SystemExit(128 + signal.SIGTERM) from None

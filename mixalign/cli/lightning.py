@@ -16,11 +16,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
+from mixalign.callbacks.preemption import SaveOnSigterm
 from mixalign.callbacks.progress import StepProgressBar
 from mixalign.cli.parsing import LineBreakFormatter
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.errors import MixalignError
 from mixalign.io import atomic_checkpoint_io, claim_version
+from mixalign.model.checkpoint import read_checkpoint
 from mixalign.model.module import NanoGPTModule
 from mixalign.paths import anchored
 from mixalign.units import DEFAULT_SEED
@@ -65,9 +67,18 @@ class MixalignCLI(LightningCLI):
         """The part of a parsed config that belongs to the subcommand run (fit, validate), or all of it."""
         return config[self.subcommand] if self.subcommand else config
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse, then read a `--ckpt_path` file and compare it with the configured model, before
+        Lightning reads it (with a raw traceback for a bad file) and puts its hyper-parameters in
+        place of the configured ones."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path") not in (None, "last"):
+            self.resume_hparams = resume_hparams(self.config[subcommand]["ckpt_path"], self.config[subcommand]["model"])
+
     def before_instantiate_classes(self) -> None:
         """Paths become absolute strings; an unset precision becomes bf16-mixed on a bf16 GPU;
-        `--ckpt_path last` finds this run's last.ckpt."""
+        `--ckpt_path last` finds this run's last.ckpt (checked as any `--ckpt_path` is)."""
         anchored(self.config)  # relative paths were resolved from the directory of the config naming them
         config = self.subcommand_section(self.config)
         trainer = config["trainer"]
@@ -76,25 +87,43 @@ class MixalignCLI(LightningCLI):
         if self.subcommand and config.get("ckpt_path") == "last":
             config["ckpt_path"] = str(find_last_checkpoint(trainer.get("default_root_dir") or ".",
                                                            config["checkpoint"].get("dirpath")))
+            self.resume_hparams = resume_hparams(config["ckpt_path"], config["model"])
+
+    def after_instantiate_classes(self) -> None:
+        """The vocabulary, known once the data's tokenizer is, must be the resumed checkpoint's too."""
+        super().after_instantiate_classes()
+        resumed = getattr(self, "resume_hparams", None)
+        if resumed is not None and self.subcommand:
+            check_resume_architecture(self.subcommand_section(self.config)["ckpt_path"], resumed,
+                                      {"vocab_size": self.model.hparams.vocab_size})
 
     def instantiate_trainer(self, **kwargs):
-        """Atomic checkpoint writes, and a TensorBoard version of its own (or the resumed run's)."""
+        """Atomic checkpoint writes, a resumable checkpoint on SIGTERM, the step progress bar, and a TensorBoard
+        version of its own (or the resumed run's), without Lightning's placeholder hp_metric."""
         trainer_config = self.subcommand_section(self.config_init).get("trainer", {})
         if trainer_config.get("plugins") is None:
             kwargs["plugins"] = [atomic_checkpoint_io()]
         callbacks = list(trainer_config.get("callbacks") or [])
         if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["callbacks"] = callbacks + [StepProgressBar()]
+            callbacks.append(StepProgressBar())
+        kwargs["callbacks"] = callbacks + [SaveOnSigterm()]
         if self.subcommand and trainer_config.get("logger") in (None, True) and _is_rank_zero():
             root = Path(trainer_config.get("default_root_dir") or ".")
             resumed = self.subcommand_section(self.config).get("ckpt_path") if self.subcommand == "fit" else None
-            kwargs["logger"] = TensorBoardLogger(root, name=LOGS, version=run_version(root / LOGS, resumed))
+            kwargs["logger"] = TensorBoardLogger(root, name=LOGS, version=run_version(root / LOGS, resumed),
+                                                 default_hp_metric=False)
         return super().instantiate_trainer(**kwargs)
 
     def fit(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, **kwargs) -> None:
-        self.trainer.fit(model, datamodule=datamodule, **kwargs)
+        """Train (a --ckpt_path is read as tensors only, whatever --weights_only says: no code in it runs), then
+        the SUMMARY line."""
+        self.trainer.fit(model, datamodule=datamodule, **{**kwargs, "weights_only": True})
         if self.trainer.is_global_zero:
             print(f"SUMMARY: {summary(self.trainer, datamodule)}")
+
+    def validate(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, **kwargs) -> None:
+        """Validate (a --ckpt_path is read as tensors only, whatever --weights_only says)."""
+        self.trainer.validate(model, datamodule=datamodule, **{**kwargs, "weights_only": True})
 
 
 def parser_kwargs(command: str | None, description: str | None, epilog: str | None) -> dict:
@@ -125,6 +154,35 @@ def find_last_checkpoint(root: str, dirpath: str | None) -> Path:
         raise MixalignError(f"--ckpt_path last: no last.ckpt in {where}; there is nothing to resume "
                             "(start without --ckpt_path, or give the checkpoint's path)")
     return found[-1]
+
+
+RESUME_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+
+
+def resume_hparams(ckpt_path: str, model) -> dict:
+    """The model hyper-parameters of a checkpoint to resume or validate, read without running code
+    (weights_only), after comparing them with the configured `model` (all but the vocabulary, which
+    comes from the data's tokenizer later): a clear error for a missing, unreadable, pickled or
+    truncated file, and one naming the differing fields for another architecture."""
+    if not Path(ckpt_path).is_file():
+        raise MixalignError(f"--ckpt_path {ckpt_path}: no such file")
+    try:
+        hparams = read_checkpoint(ckpt_path, mmap=True).get("hyper_parameters")
+    except MixalignError as error:
+        raise MixalignError(f"--ckpt_path {error}") from None
+    if not isinstance(hparams, dict) or any(f not in hparams for f in RESUME_FIELDS):
+        raise MixalignError(f"--ckpt_path {ckpt_path}: the checkpoint's hyper-parameters lack some of "
+                            f"{list(RESUME_FIELDS)}; not a checkpoint of a mixalign run")
+    check_resume_architecture(ckpt_path, hparams, {f: model.get(f) for f in RESUME_FIELDS if f != "vocab_size"})
+    return {f: hparams[f] for f in RESUME_FIELDS}
+
+
+def check_resume_architecture(ckpt_path: str, hparams: dict, configured: dict) -> None:
+    different = [f"{f}: checkpoint {hparams[f]} vs config {value}" for f, value in configured.items()
+                 if value is not None and hparams[f] != value]
+    if different:
+        raise MixalignError(f"--ckpt_path {ckpt_path}: checkpoint is of another architecture ({', '.join(different)}); "
+                            "set model.* (and data.block_size) to the checkpoint's, or give another checkpoint")
 
 
 def run_version(logs: Path, ckpt_path: str | None) -> int:
