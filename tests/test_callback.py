@@ -130,6 +130,27 @@ def test_monte_carlo_kl_at_the_end_of_training(tmp_path, demo_cache, tiny_target
         assert logged[f"mc_kl/{direction}/text_level"][0][1] > 0  # shared tokenizer: the headline is along the paths
     (summary,) = [line for line in run.stdout.splitlines() if line.startswith("SUMMARY")]
     assert "Monte Carlo KL model->target" in summary and "KL to target, exact on the text set" in summary
+    # summary.json says what the line says, as data; distances.png draws it.
+    import json
+
+    run_dir = tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0"
+    record = json.loads((run_dir / "summary.json").read_text())
+    assert summary == f"SUMMARY: {record['summary']}" and record["step"] == 10
+    first, last = record["distances"][0], record["distances"][-1]
+    assert (f"model->target {first['exact_model_to_target']:.4f} -> {last['exact_model_to_target']:.4f}" in summary
+            and f"{first['llvec_distance']:.4f} -> {last['llvec_distance']:.4f}" in summary)
+    mc = record["monte_carlo"]["model_to_target"]
+    assert f"{mc['bits_per_byte']:.4f} +- {mc['se']:.4f}" in summary and mc["label"] == "along the sampled token paths"
+    assert sum(record["weights"].values()) == pytest.approx(1.0) and (run_dir / "distances.png").stat().st_size > 5_000
+    # TensorBoard opens on the answer: the custom-scalars layout and one HPARAMS row with the final distances.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert "custom_scalars__config__" in events.Tags()["tensors"]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    (exact,) = logged["summary/exact_kl_model_to_target"]
+    assert f"{exact[1]:.4f}" == f"{last['exact_model_to_target']:.4f}"
 
 
 def test_score_and_kl_subcommands(tmp_path, tiny_target, two_seeds):

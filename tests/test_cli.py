@@ -25,9 +25,10 @@ def test_print_config_round_trips(tmp_path, demo_cache):
 
 def test_fit_logs_then_validate_reproduces_val_loss(tmp_path, demo_cache):
     fitted = mixalign("fit", *tiny(cache=demo_cache), cwd=tmp_path)
-    bar = fitted.stdout + fitted.stderr  # Lightning's tqdm bar writes to stdout
-    assert "steps: 100%" in bar and "30/30" in bar  # StepProgressBar counts optimizer steps
-    assert "Epoch 0/-2" not in bar and "v_num" not in bar
+    # Not a terminal: plain lines (PlainProgress), no carriage returns or escape codes.
+    assert "step 30/30: train/loss" in fitted.stdout and "validation: val/loss" in fitted.stdout
+    assert "\r" not in fitted.stdout + fitted.stderr and "\x1b" not in fitted.stdout + fitted.stderr
+    assert "Tip:" not in fitted.stderr and "LeafSpec" not in fitted.stderr  # quiet: nothing a user cannot act on
     run = tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0"
     logged = scalars(run)
     for tag in ("train/loss", "train/lr", "train/tokens", "train/tokens_per_sec", "val/loss"):
@@ -47,8 +48,9 @@ def test_resume_continues_exactly(tmp_path, demo_cache):
     common = ("--model.lr_decay_steps", "20", "--trainer.val_check_interval", "10")
     mixalign("fit", *tiny("--trainer.max_steps", "20", "--trainer.default_root_dir", "straight", *common,
                           cache=demo_cache), cwd=tmp_path)
-    mixalign("fit", *tiny("--trainer.max_steps", "10", "--trainer.default_root_dir", "halves", *common,
-                          cache=demo_cache), cwd=tmp_path)
+    bar = mixalign("fit", *tiny("--trainer.max_steps", "10", "--trainer.default_root_dir", "halves", *common,
+                                "--trainer.callbacks+=mixalign.callbacks.StepProgressBar", cache=demo_cache), cwd=tmp_path)
+    assert "steps: 100%" in bar.stdout and "10/10" in bar.stdout and "Epoch 0/-2" not in bar.stdout  # counts steps
     first_half = tmp_path / "halves" / "lightning_logs" / "version_0"
     # tiny.yaml sets no checkpoint.dirpath: `last` must find this run's last.ckpt under its version.
     mixalign("fit", *tiny("--trainer.max_steps", "20", "--trainer.default_root_dir", "halves", *common,

@@ -1,10 +1,11 @@
 """Lightning callbacks: the mixture computed inside the run, the distances to the target, downstream tasks, progress,
 and the checkpoint a SIGTERM leaves."""
 
+from mixalign.callbacks.dashboard import Dashboard
 from mixalign.callbacks.downstream import DownstreamEval
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
 from mixalign.callbacks.preemption import SaveOnSigterm
 from mixalign.callbacks.progress import StepProgressBar
 
-__all__ = ["AlignedMixture", "DownstreamEval", "LogLikelihoodKL", "SaveOnSigterm", "StepProgressBar"]
+__all__ = ["AlignedMixture", "Dashboard", "DownstreamEval", "LogLikelihoodKL", "SaveOnSigterm", "StepProgressBar"]

@@ -10,8 +10,10 @@ Inside the package, imports point down: `parsing` < `lightning` (MixalignCLI) < 
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -54,9 +56,26 @@ def subcommand_list() -> str:
         f"  mixalign {name:<8} {entry.summary}" for name, entry in SUBCOMMANDS.items())
 
 
+class _NoAdvertising(logging.Filter):
+    """Drops Lightning's product tips (the LitLogger one on every run): nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet() -> None:
+    """Keep the console to what a user can act on: Lightning's tips, its deprecation notice about its own
+    internals, and LightningCLI's note on the args parameter (mixalign passes argv on purpose) go."""
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(_NoAdvertising())
+
+
 def main(args: list[str] | None = None) -> None:
     """Run a subcommand; a user error (`MixalignError`) is one clear line and exit code 2; a SIGTERM, 143."""
     argv = list(sys.argv[1:] if args is None else args)
+    quiet()
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]].main(argv[1:])

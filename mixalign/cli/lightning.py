@@ -7,6 +7,7 @@ so this module knows nothing of the subcommand table above it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -14,11 +15,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from mixalign.callbacks.dashboard import Dashboard
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
 from mixalign.callbacks.preemption import SaveOnSigterm
-from mixalign.callbacks.progress import StepProgressBar
+from mixalign.callbacks.progress import PlainProgress, StepProgressBar
 from mixalign.cli.parsing import LineBreakFormatter
+from mixalign.cli.summary import summary_line, write_summary
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.errors import MixalignError
 from mixalign.io import atomic_checkpoint_io, claim_version
@@ -98,15 +101,17 @@ class MixalignCLI(LightningCLI):
                                       {"vocab_size": self.model.hparams.vocab_size})
 
     def instantiate_trainer(self, **kwargs):
-        """Atomic checkpoint writes, a resumable checkpoint on SIGTERM, the step progress bar, and a TensorBoard
+        """Atomic checkpoint writes, a resumable checkpoint on SIGTERM, step progress (a bar in a terminal,
+        plain lines in a log), the TensorBoard dashboard's layout and HPARAMS row, and a TensorBoard
         version of its own (or the resumed run's), without Lightning's placeholder hp_metric."""
         trainer_config = self.subcommand_section(self.config_init).get("trainer", {})
         if trainer_config.get("plugins") is None:
             kwargs["plugins"] = [atomic_checkpoint_io()]
         callbacks = list(trainer_config.get("callbacks") or [])
         if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(StepProgressBar())
-        kwargs["callbacks"] = callbacks + [SaveOnSigterm()]
+            every = trainer_config.get("log_every_n_steps") or 50
+            callbacks.append(StepProgressBar() if sys.stdout.isatty() else PlainProgress(every))
+        kwargs["callbacks"] = callbacks + [SaveOnSigterm(), Dashboard()]
         if self.subcommand and trainer_config.get("logger") in (None, True) and _is_rank_zero():
             root = Path(trainer_config.get("default_root_dir") or ".")
             resumed = self.subcommand_section(self.config).get("ckpt_path") if self.subcommand == "fit" else None
@@ -116,10 +121,13 @@ class MixalignCLI(LightningCLI):
 
     def fit(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, **kwargs) -> None:
         """Train (a --ckpt_path is read as tensors only, whatever --weights_only says: no code in it runs), then
-        the SUMMARY line."""
+        the SUMMARY line, and summary.json with distances.png in the run directory."""
         self.trainer.fit(model, datamodule=datamodule, **{**kwargs, "weights_only": True})
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero:
-            print(f"SUMMARY: {summary(self.trainer, datamodule)}")
+            print(f"SUMMARY: {summary_line(self.trainer, datamodule)}")
+            if log_dir:
+                write_summary(self.trainer, datamodule, Path(log_dir))
 
     def validate(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, **kwargs) -> None:
         """Validate (a --ckpt_path is read as tensors only, whatever --weights_only says)."""
@@ -195,39 +203,6 @@ def run_version(logs: Path, ckpt_path: str | None) -> int:
                 return int(parent.name.removeprefix("version_"))
     existing = [int(p.name.removeprefix("version_")) for p in logs.glob("version_*") if p.name[8:].isdigit()]
     return claim_version(logs, max(existing, default=-1) + 1)
-
-
-def summary(trainer, datamodule: PileMixtureDataModule) -> str:
-    """One line a person can read at the end of a run: each distance moved, on which mixture."""
-    weights = ", ".join(f"{d} {w:.3f}" for d, w in zip(datamodule.domains, datamodule.weights))
-    parts = []
-    kl = next((c for c in trainer.callbacks if isinstance(c, LogLikelihoodKL) and c.active), None)
-    if kl is not None and kl.measurements:
-        parts.append(summary_distances(kl))
-    else:
-        parts.append(f"trained to step {trainer.global_step}")
-    mixture = next((c for c in trainer.callbacks if isinstance(c, AlignedMixture)), None)
-    if mixture is not None and mixture.summaries:
-        parts.append(f"mixture {mixture.summary()}")
-    return "; ".join(parts + [f"weights: {weights}"])
-
-
-def summary_distances(kl: LogLikelihoodKL) -> str:
-    """The first and last measurement of each distance the callback took, named for what it is."""
-    first, last = kl.measurements[0], kl.measurements[-1]
-    parts = [f"step {first.step} -> {last.step}"]
-    if last.exact_model_to_target is not None:
-        parts.append(f"KL to target, exact on the text set: model->target {first.exact_model_to_target:.4f} -> "
-                     f"{last.exact_model_to_target:.4f}, target->model {first.exact_target_to_model:.4f} -> "
-                     f"{last.exact_target_to_model:.4f} bits/byte")
-    else:
-        parts.append("KL to target, exact: not available (the target is not a model sharing the tokenizer)")
-    for name, result in kl.monte_carlo.items():
-        parts.append(f"Monte Carlo KL {name.replace('_to_', '->')} ({result.label}) "
-                     f"{result.headline.bits_per_byte:.4f} +- {result.headline.se:.4f}")
-    parts.append(f"log-likelihood-vector distance (Kishino et al. scale) {first.llvec_distance:.4f} -> "
-                 f"{last.llvec_distance:.4f}")
-    return "; ".join(parts)
 
 
 def default_precision(accelerator) -> str:
