@@ -385,8 +385,11 @@ def main() -> None:
     parser.add_argument("--render", action="store_true",
                         help="no runs: the table, figure and (with --write) section from this draw's saved results")
     args = parser.parse_args()
+    families = tuple(args.families.split(","))
+    if not set(families) <= set(FAMILIES):
+        parser.error(f"--families: expected some of {','.join(FAMILIES)}, got {args.families}")
     if args.render:
-        return publish(result_name(args.draw, args.quick), args.draw, args.write)
+        return publish(result_name(args.draw, args.quick, families), args.draw, args.write)
     if args.explore and args.draw == "held-out":
         parser.error("--explore is for the tuning draw: the held-out draw chooses nothing")
     set_threads(args.threads)
@@ -399,9 +402,6 @@ def main() -> None:
     sizes["scratch_warmup"] = max(1, round(sizes["scratch_steps"] * warm_share))
     seed = DRAWS[args.draw]
     start = time.time()
-    families = tuple(args.families.split(","))
-    if not set(families) <= set(FAMILIES):
-        parser.error(f"--families: expected some of {','.join(FAMILIES)}, got {args.families}")
     name = result_name(args.draw, args.quick, families)
     alphas = [float(a) for a in args.alphas.split(",")]
     settings = [s for s in plan(seed, args.per_family, alphas, 8) if s["family"] in families]
@@ -437,7 +437,7 @@ def publish(name: str, draw: str, write: bool) -> None:
         section = name.upper().replace("-", "_")
         replace_section(REPO / "BENCHMARKS.md", section, text + f"\n\n![{name}](benchmarks/results/{name}.png)",
                         RESULTS / f"{name}.json")
-    if write and draw == "held-out":  # the README quotes the held-out draw, and only it
+    if write and name == result_name("held-out", False):  # the README quotes the whole held-out draw, and only it
         summary = text[text.index("\n- all: "):].strip()
         replace_section(REPO / "README.md", "HELDOUT", f"Held-out draw, code {meta['code_hash']} (commit "
                         f"{meta['commit']}), `python benchmarks/robustness.py --draw held-out --workers 2 --write`:\n\n"
