@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY
+from helpers import REPO, TINY
 
 from mixalign.cli import main
 from mixalign.data.prepare import _is_valid

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEMO_DOMAINS, mixalign, reported_metric, scalars, tiny
+from helpers import DEMO_DOMAINS, mixalign, reported_metric, scalars, tiny
 
 from mixalign.llvec.estimators import estimate_kl
 from mixalign.llvec.vectors import load_vector

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DEMO_DOMAINS, REPO, mixalign, reported_metric, scalars, tiny
+from helpers import DEMO_DOMAINS, REPO, mixalign, reported_metric, scalars, tiny
 
 from mixalign.cli import MixalignCLI
 

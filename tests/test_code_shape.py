@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 MAX_LINES = 60
 SOURCES = sorted((REPO / "mixalign").rglob("*.py"))

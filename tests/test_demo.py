@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from conftest import REPO, mixalign
+from helpers import REPO, mixalign
 
 from mixalign.llvec.textset import load_textset
 from mixalign.llvec.vectors import load_vector

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, mixalign, scalars, tiny
+from helpers import REPO, mixalign, scalars, tiny
 
 from mixalign.data.prepare import is_heldout
 from mixalign.data.reader import read_documents

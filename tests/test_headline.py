@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.conftest import REPO
+from helpers import REPO
 
 METHODS = ["uniform", "natural", "own-mixture", "aligned", "paper-direction", "paper-distance", "paper-rounds",
            "kd", "random-best"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import mixalign, tiny
+from helpers import mixalign, tiny
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY, mixalign, reported_metric, tiny
+from helpers import REPO, TINY, mixalign, reported_metric, tiny
 
 from mixalign.cli import main
 from mixalign.data.tokenizer import EOT, load_tokenizer

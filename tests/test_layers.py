@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 
-from conftest import REPO
+from helpers import REPO
 
 LAYERS = {"data": 1, "model": 2, "llvec": 3, "mixture": 4, "downstream": 4, "callbacks": 5, "cli": 6, "__main__": 7}
 # the rest (errors, io, paths, progress, units, assets) is the ground floor, 0

@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from conftest import mixalign, write_corpus
+from helpers import mixalign, write_corpus
 
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.errors import DataError
@@ -20,7 +20,7 @@ from mixalign.llvec.textset import build_textset
 
 @pytest.fixture(scope="module")
 def documents(tmp_path_factory) -> list[tuple[str, str]]:
-    """(text, domain) of the conftest corpus, in file order."""
+    """(text, domain) of the shared synthetic corpus (helpers.write_corpus), in file order."""
     path = write_corpus(tmp_path_factory.mktemp("pile") / "00.jsonl", documents_per_domain=40)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     return [(r["text"], r["meta"]["pile_set_name"]) for r in records]

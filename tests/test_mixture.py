@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from conftest import DEMO_DOMAINS, REPO, TINY, mixalign, scalars, tiny, trained_probes
+from helpers import DEMO_DOMAINS, REPO, TINY, mixalign, scalars, tiny, trained_probes
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO, mixalign, write_corpus
+from helpers import REPO, mixalign, write_corpus
 
 from mixalign.llvec.textset import load_textset
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import DEMO_DOMAINS, REPO, mixalign, tiny
+from helpers import DEMO_DOMAINS, REPO, mixalign, tiny
 from test_mixture import mixture_args
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, mixalign, scalars, tiny, trained_probes
+from helpers import REPO, mixalign, scalars, tiny, trained_probes
 
 from mixalign.data.prepare import _is_valid
 from mixalign.errors import MixalignError

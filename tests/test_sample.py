@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import torch
-from conftest import REPO, mixalign
+from helpers import REPO, mixalign
 from test_montecarlo import START, decoder
 from test_token_kl import tiny_gpt
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 GPU_CHECK = REPO / "benchmarks" / "gpu_check.py"
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO))
 

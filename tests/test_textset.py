@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 import zstandard
-from conftest import write_corpus
+from helpers import write_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
