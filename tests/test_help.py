@@ -73,3 +73,12 @@ def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch, cap
     with pytest.raises(SystemExit) as exit_:
         cli.main(["score"])
     assert exit_.value.code == 2 and capsys.readouterr().err == "mixalign: error: --out x: is a directory\n"
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    from mixalign.cli import main
+
+    main(["--version"])
+    assert capsys.readouterr().out == f"mixalign {version('mixalign')}\n"

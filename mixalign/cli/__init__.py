@@ -15,6 +15,7 @@ import signal
 import sys
 import warnings
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Callable
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -75,6 +76,8 @@ def quiet() -> None:
 def main(args: list[str] | None = None) -> None:
     """Run a subcommand; a user error (`MixalignError`) is one clear line and exit code 2; a SIGTERM, 143."""
     argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] in (["--version"], ["-V"]):
+        return print(f"mixalign {version('mixalign')}")
     quiet()
     try:
         if argv and argv[0] in SUBCOMMANDS:
