@@ -97,6 +97,25 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path, demo_cache):
         assert torch.allclose(value, resumed["state_dict"][name], atol=1e-6, rtol=0), name
 
 
+def test_a_second_fit_on_a_checkpoint_directory_in_use_stops_in_one_line(tmp_path, demo_cache):
+    """A live run's lock (this test's own process) stops a second fit before it writes anything; a lock
+    left by a process that is gone is taken over, and a finished run leaves no lock."""
+    import os
+    import socket
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / ".mixalign-run.lock").write_text(f"{socket.gethostname()} {os.getpid()}")
+    args = tiny("--trainer.max_steps", "2", "--checkpoint.dirpath", str(folder), cache=demo_cache)
+    second = mixalign("fit", *args, cwd=tmp_path, check=False)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"checkpoint.dirpath {folder}: another run is writing it (process {os.getpid()}" in second.stderr
+    assert not (folder / "last.ckpt").exists()
+    (folder / ".mixalign-run.lock").write_text(f"{socket.gethostname()} 999999999")  # no such process
+    mixalign("fit", *args, cwd=tmp_path)
+    assert (folder / "last.ckpt").exists() and not (folder / ".mixalign-run.lock").exists()
+
+
 def test_compiled_fused_training_matches_eager(tmp_path, demo_cache):
     """The GPU fast paths (torch.compile, fused AdamW, the unset-precision default) run on CPU too,
     train the same numbers, and leave checkpoints of the plain model."""

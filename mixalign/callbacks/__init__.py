@@ -5,7 +5,8 @@ from mixalign.callbacks.dashboard import Dashboard
 from mixalign.callbacks.downstream import DownstreamEval
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
+from mixalign.callbacks.ownership import OwnCheckpointDir
 from mixalign.callbacks.preemption import SaveOnSigterm
 from mixalign.callbacks.progress import StepProgressBar
 
-__all__ = ["AlignedMixture", "Dashboard", "DownstreamEval", "LogLikelihoodKL", "SaveOnSigterm", "StepProgressBar"]
+__all__ = ["AlignedMixture", "Dashboard", "DownstreamEval", "LogLikelihoodKL", "OwnCheckpointDir", "SaveOnSigterm", "StepProgressBar"]

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from mixalign.callbacks.dashboard import Dashboard
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
+from mixalign.callbacks.ownership import OwnCheckpointDir
 from mixalign.callbacks.preemption import SaveOnSigterm
 from mixalign.callbacks.progress import PlainProgress, StepProgressBar
 from mixalign.cli.parsing import LineBreakFormatter
@@ -101,9 +102,10 @@ class MixalignCLI(LightningCLI):
                                       {"vocab_size": self.model.hparams.vocab_size})
 
     def instantiate_trainer(self, **kwargs):
-        """Atomic checkpoint writes, a resumable checkpoint on SIGTERM, step progress (a bar in a terminal,
-        plain lines in a log), the TensorBoard dashboard's layout and HPARAMS row, and a TensorBoard
-        version of its own (or the resumed run's), without Lightning's placeholder hp_metric."""
+        """Atomic checkpoint writes, one run per checkpoint directory, a resumable checkpoint on SIGTERM,
+        step progress (a bar in a terminal, plain lines in a log), the TensorBoard dashboard's layout and
+        HPARAMS row, and a TensorBoard version of its own (or the resumed run's), without Lightning's
+        placeholder hp_metric."""
         trainer_config = self.subcommand_section(self.config_init).get("trainer", {})
         if trainer_config.get("plugins") is None:
             kwargs["plugins"] = [atomic_checkpoint_io()]
@@ -111,7 +113,7 @@ class MixalignCLI(LightningCLI):
         if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             every = trainer_config.get("log_every_n_steps") or 50
             callbacks.append(StepProgressBar() if sys.stdout.isatty() else PlainProgress(every))
-        kwargs["callbacks"] = callbacks + [SaveOnSigterm(), Dashboard()]
+        kwargs["callbacks"] = callbacks + [OwnCheckpointDir(), SaveOnSigterm(), Dashboard()]
         if self.subcommand and trainer_config.get("logger") in (None, True) and _is_rank_zero():
             root = Path(trainer_config.get("default_root_dir") or ".")
             resumed = self.subcommand_section(self.config).get("ckpt_path") if self.subcommand == "fit" else None
