@@ -28,7 +28,7 @@ from mixalign.io import atomic_path, write_bytes_atomic
 from mixalign.model.checkpoint import load_gpt
 from mixalign.model.hf_gpt2 import save_hf_gpt2
 
-EVAL_EXTRA_HINT = "pip install 'mixalign[eval]'"
+EVAL_EXTRA_HINT = "pip install -e '.[eval]' in the mixalign checkout"
 DEMO = "demo"
 
 

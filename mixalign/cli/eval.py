@@ -14,7 +14,7 @@ def eval_main(args: list[str]) -> None:
     """Downstream task accuracy of the target and other models (mixalign checkpoints or Hugging Face
     directories) through lm-eval, offline: per task accuracy +- standard error, the gap to the target's
     accuracy +- paired standard error, and agreement with the target's choices; written as eval.json
-    and eval.png. Needs the eval extra (pip install 'mixalign[eval]')."""
+    and eval.png. Needs the eval extra (pip install -e '.[eval]' in the mixalign checkout)."""
     parser = _parser("eval", eval_main)
     parser.add_argument("--target", required=True, help="the target model (.ckpt or Hugging Face directory)")
     parser.add_argument("--models", nargs="+", required=True, help="models to compare with it (base, trained runs)")
