@@ -1,4 +1,4 @@
-"""A test callback: the process sends itself SIGTERM after a given optimizer step, as a scheduler would."""
+"""A test callback: the process sends itself SIGTERM after a given optimizer step, as a cluster scheduler would."""
 
 import os
 import signal

@@ -3,10 +3,10 @@ and the checkpoint a SIGTERM leaves."""
 
 from mixalign.callbacks.dashboard import Dashboard
 from mixalign.callbacks.downstream import DownstreamEval
+from mixalign.callbacks.interrupt import SaveOnInterrupt
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
 from mixalign.callbacks.ownership import OwnCheckpointDir
-from mixalign.callbacks.preemption import SaveOnSigterm
 from mixalign.callbacks.progress import StepProgressBar
 
-__all__ = ["AlignedMixture", "Dashboard", "DownstreamEval", "LogLikelihoodKL", "OwnCheckpointDir", "SaveOnSigterm", "StepProgressBar"]
+__all__ = ["AlignedMixture", "Dashboard", "DownstreamEval", "LogLikelihoodKL", "OwnCheckpointDir", "SaveOnInterrupt", "StepProgressBar"]

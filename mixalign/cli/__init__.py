@@ -86,5 +86,5 @@ def main(args: list[str] | None = None) -> None:
     except MixalignError as error:
         print(f"mixalign: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    except SIGTERMException:  # SaveOnSigterm saved last.ckpt and said how to resume
+    except SIGTERMException:  # SaveOnInterrupt saved last.ckpt and said how to resume
         raise SystemExit(128 + signal.SIGTERM) from None

@@ -16,10 +16,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mixalign.callbacks.dashboard import Dashboard
+from mixalign.callbacks.interrupt import SaveOnInterrupt
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
 from mixalign.callbacks.ownership import OwnCheckpointDir
-from mixalign.callbacks.preemption import SaveOnSigterm
 from mixalign.callbacks.progress import PlainProgress, StepProgressBar
 from mixalign.cli.parsing import LineBreakFormatter
 from mixalign.cli.summary import summary_line, write_summary
@@ -113,7 +113,7 @@ class MixalignCLI(LightningCLI):
         if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             every = trainer_config.get("log_every_n_steps") or 50
             callbacks.append(StepProgressBar() if sys.stdout.isatty() else PlainProgress(every))
-        kwargs["callbacks"] = callbacks + [OwnCheckpointDir(), SaveOnSigterm(), Dashboard()]
+        kwargs["callbacks"] = callbacks + [OwnCheckpointDir(), SaveOnInterrupt(), Dashboard()]
         if self.subcommand and trainer_config.get("logger") in (None, True) and _is_rank_zero():
             root = Path(trainer_config.get("default_root_dir") or ".")
             resumed = self.subcommand_section(self.config).get("ckpt_path") if self.subcommand == "fit" else None
