@@ -25,6 +25,9 @@ def headline(out, data_cache, *args: str) -> dict:
     return json.loads(next(out.glob("headline-*.json")).read_text())
 
 
+pytestmark = pytest.mark.slow  # every test here reads one quick headline run (minutes)
+
+
 @pytest.fixture(scope="module")
 def continued(tmp_path_factory, data_cache):
     out = tmp_path_factory.mktemp("headline")
