@@ -55,6 +55,8 @@ def test_a_block_without_provenance_and_a_pycache_file(tmp_path):
     doc.write_text(doc.read_text() + "<!-- TYPED:BEGIN -->\n| 42% |\n<!-- TYPED:END -->\n")
     assert stale(root) == ["BENCHMARKS.md TYPED: records no code hash (measured before hashes were kept); "
                            "rerun its script"]
+    doc.write_text(doc.read_text() + "<!-- EMPTY:BEGIN -->\n<!-- EMPTY:END -->\n")  # not filled yet: no figure
+    assert len(stale(root)) == 1
 
 
 def git(root: Path, *args: str) -> str:
