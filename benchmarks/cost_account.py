@@ -53,7 +53,7 @@ def account(name: str, domains: int, devices: int) -> dict:
     cost = planned_cost(mixture.candidates, mixture.selection, domains, mixture.probe_steps,
                         mixture.candidate_steps or mixture.probe_steps, tokens_per_step,
                         textset_tokens(mixture, data["tokenizer"]), repeat, main, mixture.softmin_scales,
-                        mixture.lag_temperatures)
+                        mixture.lag_temperatures, mixture.closing_temperatures)
     return {"config": name, "domains": domains, "devices": devices, **cost.to_dict(), "line": cost.line()}
 
 

@@ -60,7 +60,11 @@ from mixalign.data.datamodule import PileMixtureDataModule  # noqa: E402
 from mixalign.io import atomic_path  # noqa: E402
 from mixalign.llvec.models import exact_kl_between, load_model, model_from_gpt  # noqa: E402
 from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset  # noqa: E402
-from mixalign.mixture.candidates import EXPLORED_LAG_TEMPERATURES, EXPLORED_SOFTMIN_SCALES  # noqa: E402
+from mixalign.mixture.candidates import (  # noqa: E402
+    EXPLORED_CLOSING_TEMPERATURES,
+    EXPLORED_LAG_TEMPERATURES,
+    EXPLORED_SOFTMIN_SCALES,
+)
 from mixalign.mixture.config import MixtureConfig  # noqa: E402
 from mixalign.mixture.measure import ProbeContext  # noqa: E402
 from mixalign.mixture.method import (  # noqa: E402
@@ -144,8 +148,9 @@ class Bench:
         mixture = {**config["mixture"], "target": str(target_path), "n_texts": len(self.textset.texts),
                    "cache_dir": str(cache)}
         if explore:  # every generator, so that rules can be compared on the tuning draw's main runs
-            mixture.update(candidates=["solution", "kl-softmin", "lag"], softmin_scales=list(EXPLORED_SOFTMIN_SCALES),
-                           lag_temperatures=list(EXPLORED_LAG_TEMPERATURES))
+            mixture.update(candidates=["solution", "kl-softmin", "lag", "closing"],
+                           softmin_scales=list(EXPLORED_SOFTMIN_SCALES), lag_temperatures=list(EXPLORED_LAG_TEMPERATURES),
+                           closing_temperatures=list(EXPLORED_CLOSING_TEMPERATURES))
         mixture.pop("warmup_steps", None)
         if "probe_steps" in self.sizes:  # --quick: probes as short as the runs
             mixture.update(probe_steps=self.sizes["probe_steps"], candidate_steps=self.sizes["probe_steps"])
@@ -227,7 +232,7 @@ def run_setting(bench: Bench, setting: dict, seed: int, work: Path) -> dict:
     target = load_model(target_path)
     explore = setting["explore"]
     mixtures = (lambda r: {f"candidate {c.name}": c.weights for c in r.candidates  # noqa: E731
-                           if c.name.split()[0] in ("solution", "kl-softmin", "lag")}) if explore else (lambda r: {})
+                           if c.name.split()[0] in ("solution", "kl-softmin", "lag", "closing")}) if explore else (lambda r: {})
     result, models = main_runs(bench, setting, mixtures, target_path, work / f"{setting['family']}-{setting['index']}")
     terms = {name: bench.exact_terms(model, target) for name, model in models.items()}
     diff, se = paired(terms["recommended"], terms["uniform"])

@@ -199,3 +199,27 @@ def test_provenance_names_a_saved_vector_target_as_given(tmp_path, demo_cache, t
     provenance = yaml.safe_load(text)["provenance"]
     assert provenance["target"] == "t.npz" and provenance["textset"] == "demo" and provenance["n_texts"] == 48
     assert str(tmp_path) not in text and str(tiny_target.parent) not in text
+
+
+def test_max_epochs_caps_every_measured_mixture_and_the_answer(weights_run, demo_cache, tiny_target):
+    """`mixture.max_epochs` end to end: every candidate measured, and the weights returned, read no
+    domain's training tokens more than that many times over the run (mutation: caps unapplied in
+    `measure_candidates` leave the solution's and uniform's small-domain shares over them)."""
+    from mixalign.data.datamodule import PileMixtureDataModule
+    from mixalign.mixture.repetition import passes
+
+    work, _, _ = weights_run
+    mixalign("weights", *tiny(*mixture_args(tiny_target), "--mixture.max_epochs", "0.05", cache=demo_cache),
+             "--out", "capped.yaml", cwd=work)
+    content = yaml.safe_load((work / "capped.yaml").read_text())
+    config = yaml.safe_load(TINY.read_text())
+    datamodule = PileMixtureDataModule(**{**config["data"], "cache_dir": str(demo_cache)})
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    domains = datamodule.domains
+    tokens = [datamodule.data.count(d, "train") for d in domains]
+    round_tokens = config["trainer"]["max_steps"] * datamodule.batch_size * datamodule.block_size
+    assert max(passes([1 / len(domains)] * len(domains), round_tokens, tokens)) > 0.05  # the cap binds on uniform
+    for weights in [content["weights"], *(c["weights"] for c in content["diagnostics"]["candidates"])]:
+        reads = passes([weights[d] for d in domains], round_tokens, tokens)
+        assert sum(weights.values()) == pytest.approx(1.0, abs=1e-6) and max(reads) <= 0.05 + 1e-4, weights

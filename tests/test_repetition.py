@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mixalign.callbacks.mixture import AlignedMixture, passes
+from mixalign.callbacks.mixture import AlignedMixture
+from mixalign.mixture.repetition import cap_shares, passes, share_caps
 
 
 def test_passes_are_the_round_s_share_over_the_domain_s_tokens():
@@ -28,3 +29,31 @@ def test_a_round_that_repeats_a_small_domain_says_so(caplog):
         AlignedMixture()._warn_repetition(trainer, result, 100)  # 0.8 passes: nothing to say
     assert not [r for r in caplog.records if "more than once" in r.getMessage()]
     assert passes([0.125], 400 * 16 * 128, [33_045])[0] == pytest.approx(3.098, abs=1e-3)
+
+
+def test_capped_shares_stay_under_their_caps_and_keep_the_rest_in_proportion():
+    w = cap_shares([0.5, 0.3, 0.2], [0.2, 1.0, 1.0])
+    assert np.allclose(w, [0.2, 0.48, 0.32])  # a's excess 0.3 goes to b and c as 3 : 2
+    w = cap_shares([0.5, 0.3, 0.2], [0.2, 0.35, 1.0])  # b goes over only once a's excess arrives
+    assert np.allclose(w, [0.2, 0.35, 0.45])
+    assert np.allclose(cap_shares([0.5, 0.5], [0.2, 0.3]), [0.4, 0.6])  # no mixture fits: equal passes
+    assert np.allclose(cap_shares([1.0, 0.0, 0.0], [0.5, 1.0, 1.0]), [0.5, 0.25, 0.25])
+    assert np.allclose(cap_shares([0.1, 0.9], [0.5, 1.0]), [0.1, 0.9])  # under its caps: unchanged
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_capping_any_mixture_gives_a_mixture_within_the_caps(seed):
+    rng = np.random.default_rng(seed)
+    w = rng.dirichlet(np.full(6, 0.5))
+    caps = rng.uniform(0.05, 0.6, 6)
+    out = cap_shares(w, caps)
+    assert out.sum() == pytest.approx(1.0) and (out >= 0).all()
+    if caps.sum() > 1:
+        assert (out <= caps + 1e-9).all()
+        free = out < caps - 1e-9  # the uncapped keep their relative weights
+        assert np.allclose(out[free] / out[free].sum(), w[free] / w[free].sum())
+
+
+def test_share_caps_read_each_domain_at_most_max_epochs_times():
+    caps = share_caps(2.0, 400 * 16 * 128, [33_045, 10_000_000])
+    assert passes(caps, 400 * 16 * 128, [33_045, 10_000_000]) == pytest.approx([2.0, 2.0])

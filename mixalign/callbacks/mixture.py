@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -20,17 +19,12 @@ from mixalign.errors import MixalignError
 from mixalign.mixture.config import MixtureConfig
 from mixalign.mixture.method import align
 from mixalign.mixture.probes import Ranks, gather_objects
+from mixalign.mixture.repetition import passes
 from mixalign.mixture.result import MixtureResult, write_weights
 from mixalign.mixture.rounds import round_end, round_starts
 
 AUTOCAST = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}
 REPEAT_WARNING = 1.0  # warn when a domain's share of the round would pass over its training tokens more than this
-
-
-def passes(weights, round_tokens: int, domain_tokens) -> np.ndarray:
-    """How many times the round reads each domain's training tokens on these weights (> 1: repetition,
-    which a short probe does not see and Olmix-style methods cap)."""
-    return np.asarray(weights, dtype=float) * round_tokens / np.maximum(np.asarray(domain_tokens, dtype=float), 1)
 
 
 class AlignedMixture(MixtureConfig, L.Callback):
@@ -97,7 +91,7 @@ class AlignedMixture(MixtureConfig, L.Callback):
         repeated = [f"{d} {r:.1f}x" for d, r in zip(result.domains, reads) if r > REPEAT_WARNING]
         if repeated:
             rank_zero_info(f"mixture: warning: this round reads these domains' training tokens more than once: "
-                           f"{', '.join(repeated)} (repetition; more data for them, or a lower weight, avoids it)")
+                           f"{', '.join(repeated)} (repetition; more data for them, or mixture.max_epochs, avoids it)")
 
     def _report(self, trainer: L.Trainer, result: MixtureResult, round_index: int, step: int) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask

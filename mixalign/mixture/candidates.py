@@ -2,7 +2,8 @@
 
 Each is a pure function of what the domain probes and the target's vector give: the paper's solution
 and its shrinkages toward uniform, the natural mixture, `kl_softmin` (the domain probes' exact KL to the
-target), `lag_mixture` (where the model lags the target most). The share-response estimate, which needs
+target), `domain_softmax` over the model's lag behind the target on each domain (`lag`) or over the
+share of that lag each domain's own probe closes (`closing`). The share-response estimate, which needs
 probes of its own, is in `response.py`.
 """
 
@@ -13,10 +14,12 @@ import numpy as np
 SHRINKAGES = (0.25, 0.5, 0.75)  # a in (1 - a) w + a * uniform
 SOFTMIN_SCALES = (2.0,)  # temperatures of kl_softmin (standard deviations of the domain probes' KL): tuning draw
 EXPLORED_SOFTMIN_SCALES = (0.5, 1.0, 2.0)  # the temperatures the tuning draw main-runs, to choose among
-LAG_TEMPERATURES = (2.0,)  # temperatures of lag_mixture (standard deviations of the domains' lag): tuning draw
+LAG_TEMPERATURES = (2.0,)  # temperatures of the lag candidates (standard deviations of the domains' lag): tuning draw
 EXPLORED_LAG_TEMPERATURES = (0.5, 1.0, 2.0)  # the temperatures the tuning draw main-runs
-PROBED = ("solution", "shrink", "kl-softmin")  # the generators that read the domain probes
-FAMILIES = ("natural", "solution", "shrink", "kl-softmin", "lag", "response")  # candidate generators by name
+CLOSING_TEMPERATURES = (1.0,)  # temperatures of the closing candidates (standard deviations of the closed shares): tuning draw
+EXPLORED_CLOSING_TEMPERATURES = (0.5, 1.0, 2.0)  # the temperatures the tuning draw main-runs
+PROBED = ("solution", "shrink", "kl-softmin", "closing")  # the generators that read the domain probes
+FAMILIES = ("natural", "solution", "shrink", "kl-softmin", "lag", "closing", "response")  # candidate generators by name
 DEFAULT_CANDIDATES = ("solution", "kl-softmin")  # with SOFTMIN_SCALES: the best replay on the tuning draw (tune.py)
 
 
@@ -37,19 +40,23 @@ def kl_softmin(domain_kl: np.ndarray, scale: float) -> np.ndarray:
     return w / w.sum()
 
 
-def lag_mixture(domain_lag: np.ndarray, temperature: float, readable: np.ndarray | None = None) -> np.ndarray:
-    """Weights exp(z_d / temperature) over the readable domains, z the standardised lag of the model
-    behind the target on each domain's texts (exact KL per byte, or the cross-entropy gap): more data
-    where the model is farthest from the target, as DoReMi weights by excess loss over a reference
-    model (here the target is the reference). No probe is needed. Unreadable domains keep 1/K.
+def domain_softmax(score: np.ndarray, temperature: float, readable: np.ndarray | None = None) -> np.ndarray:
+    """Weights exp(z_d / temperature) over the readable domains with a finite score, z the standardised
+    per-domain score; the other domains keep 1/K.
+
+    Two scores use it. `lag`: the model's lag behind the target on each domain's texts (exact KL per
+    byte, or the cross-entropy gap): more data where the model is farthest from the target, as DoReMi
+    weights by excess loss over a reference model (here the target is the reference); no probe is
+    needed. `closing`: the share of that lag which the domain's own probe closes (`measure.domain_closing`):
+    more data where training on a domain moves the model toward the target on that domain.
     """
-    lag = np.asarray(domain_lag, dtype=float)
-    k = len(lag)
-    ok = np.isfinite(lag) if readable is None else np.isfinite(lag) & np.asarray(readable, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    k = len(score)
+    ok = np.isfinite(score) if readable is None else np.isfinite(score) & np.asarray(readable, dtype=bool)
     weights = np.full(k, 1.0 / k)
-    if ok.sum() < 2 or lag[ok].std() == 0 or temperature <= 0:
+    if ok.sum() < 2 or score[ok].std() == 0 or temperature <= 0:
         return weights
-    z = (lag[ok] - lag[ok].mean()) / lag[ok].std()
+    z = (score[ok] - score[ok].mean()) / score[ok].std()
     share = np.exp((z - z.max()) / temperature)
     weights[ok] = share / share.sum() * ok.sum() / k  # the readable domains share what they had under uniform
     return weights
@@ -59,12 +66,15 @@ def candidate_mixtures(solution: np.ndarray, natural: np.ndarray, domain_kl: np.
                        response: dict[str, np.ndarray] | None = None, domain_lag: np.ndarray | None = None,
                        readable: np.ndarray | None = None, families: tuple[str, ...] = FAMILIES,
                        softmin_scales: tuple[float, ...] = SOFTMIN_SCALES,
-                       lag_temperatures: tuple[float, ...] = LAG_TEMPERATURES) -> dict[str, np.ndarray]:
+                       lag_temperatures: tuple[float, ...] = LAG_TEMPERATURES,
+                       domain_closing: np.ndarray | None = None,
+                       closing_temperatures: tuple[float, ...] = CLOSING_TEMPERATURES) -> dict[str, np.ndarray]:
     """The mixtures worth measuring, by name, uniform first; near-duplicates (a solution that is
     uniform) appear once. `families` names the generators to use (FAMILIES).
 
     With the domain probes' exact KL to the target (`domain_kl`), the `kl_softmin` family joins;
-    with the model's per-domain lag behind the target, the `lag_mixture` family; `response` adds the
+    with the model's per-domain lag behind the target, the `lag` family; with the share of it each
+    domain's probe closes (`domain_closing`), the `closing` family; `response` adds the
     share-response estimates by name (`response.py`).
     """
     k = len(solution)
@@ -79,10 +89,17 @@ def candidate_mixtures(solution: np.ndarray, natural: np.ndarray, domain_kl: np.
     if domain_kl is not None and "kl-softmin" in families:
         named.update({f"kl-softmin {s:.2f}": kl_softmin(domain_kl, s) for s in softmin_scales})
     if domain_lag is not None and "lag" in families:
-        named.update({f"lag {t:.2f}": lag_mixture(domain_lag, t, readable) for t in lag_temperatures})
+        named.update({f"lag {t:.2f}": domain_softmax(domain_lag, t, readable) for t in lag_temperatures})
+    if domain_closing is not None and "closing" in families:
+        named.update({f"closing {t:.2f}": domain_softmax(domain_closing, t, readable) for t in closing_temperatures})
     named.update(response or {})
+    return distinct(named)
+
+
+def distinct(named: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The mixtures with near-duplicates dropped (the first name wins)."""
     kept: dict[str, np.ndarray] = {}
-    for name, weights in named.items():  # first name wins
+    for name, weights in named.items():
         if not any(np.allclose(weights, other, atol=1e-9) for other in kept.values()):
             kept[name] = weights
     return kept

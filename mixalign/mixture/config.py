@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mixalign.errors import MixalignError
-from mixalign.mixture.candidates import DEFAULT_CANDIDATES, FAMILIES, LAG_TEMPERATURES, SOFTMIN_SCALES
+from mixalign.mixture.candidates import (
+    CLOSING_TEMPERATURES,
+    DEFAULT_CANDIDATES,
+    FAMILIES,
+    LAG_TEMPERATURES,
+    SOFTMIN_SCALES,
+)
 from mixalign.paths import InputPath, plain
 from mixalign.units import DEFAULT_SEED
 
@@ -28,11 +34,15 @@ class MixtureConfig:
         probe_steps: S, optimizer steps of each domain probe.
         candidate_steps: optimizer steps of each candidate's probe (default: probe_steps).
         candidates: the candidate generators measured with ``measured`` (natural, solution, shrink,
-            kl-softmin, lag, response); uniform is always measured.
+            kl-softmin, lag, closing, response); uniform is always measured.
         softmin_scales: the temperatures of the kl-softmin candidates, in standard deviations of the
             domain probes' exact KL (lower: more concentrated).
         lag_temperatures: the temperatures of the lag candidates, in standard deviations of the model's
             per-domain lag behind the target (lower: more concentrated).
+        closing_temperatures: the temperatures of the closing candidates, in standard deviations of the
+            share of its lag each domain's own probe closes (lower: more concentrated).
+        max_epochs: cap every mixture the method measures or returns so that the round reads no domain's
+            training tokens more than this many times (as Olmix does; `repetition.py`); null: no cap.
         probe_learning_rate: peak learning rate of the probes (default: the model's).
         warmup_steps: from scratch: train this many steps on uniform weights before the first
             round (probes of a random model say little). They are the run's first steps.
@@ -64,6 +74,8 @@ class MixtureConfig:
     candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
     softmin_scales: tuple[float, ...] = SOFTMIN_SCALES
     lag_temperatures: tuple[float, ...] = LAG_TEMPERATURES
+    closing_temperatures: tuple[float, ...] = CLOSING_TEMPERATURES
+    max_epochs: float | None = None
     probe_learning_rate: float | None = None
     warmup_steps: int = 0
     solver: str = "direction"
@@ -97,5 +109,7 @@ class MixtureConfig:
         for name in ("probe_steps", "rounds", "processes"):
             if getattr(self, name) <= 0:
                 raise MixalignError(f"mixture.{name} must be positive, got {getattr(self, name)}")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            raise MixalignError(f"mixture.max_epochs must be positive (or null: no cap), got {self.max_epochs}")
         if self.warmup_steps < 0:
             raise MixalignError(f"mixture.warmup_steps must be >= 0, got {self.warmup_steps}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mixalign.mixture.candidates import (
+    CLOSING_TEMPERATURES,
     LAG_TEMPERATURES,
     SHRINKAGES,
     SOFTMIN_SCALES,
@@ -65,10 +66,10 @@ def method_cost(domains: int, probe_steps: int, candidates: int, candidate_steps
 def planned_cost(candidates: list[str], selection: str, domains: int, probe_steps: int, candidate_steps: int,
                  tokens_per_step: int, textset_tokens: int, target_repeat_cost: float | None,
                  main_train_tokens: int, softmin_scales=SOFTMIN_SCALES,
-                 lag_temperatures=LAG_TEMPERATURES) -> CostAccount:
+                 lag_temperatures=LAG_TEMPERATURES, closing_temperatures=CLOSING_TEMPERATURES) -> CostAccount:
     """The account of a configuration before it runs (every candidate counted, none deduplicated)."""
     sizes = {"natural": 1, "solution": 1, "shrink": len(SHRINKAGES), "kl-softmin": len(softmin_scales),
-             "lag": len(lag_temperatures), "response": len(SHARPNESS)}
+             "lag": len(lag_temperatures), "closing": len(closing_temperatures), "response": len(SHARPNESS)}
     measured = selection == "measured"
     count = 1 + sum(sizes[name] for name in candidates) if measured else 0
     probing = needs_domain_probes(candidates, selection)

@@ -15,7 +15,7 @@ from mixalign.llvec.textset import (
     TextSet,
 )
 from mixalign.llvec.vectors import LogLikelihoodVector
-from mixalign.mixture.candidates import candidate_mixtures
+from mixalign.mixture.candidates import candidate_mixtures, distinct
 from mixalign.mixture.config import MixtureConfig
 from mixalign.mixture.probes import (
     ONE_PROCESS,
@@ -27,6 +27,7 @@ from mixalign.mixture.probes import (
     run_probes,
     state_fingerprint,
 )
+from mixalign.mixture.repetition import cap_shares
 from mixalign.mixture.response import (
     SHARPNESS,
     domain_gains,
@@ -126,18 +127,39 @@ def probe_response(ctx: ProbeContext, base: ProbeResult, settings: ProbeSettings
     return named, dict(zip([job.name for job in jobs], results))
 
 
+def _lag_values(ctx: ProbeContext, result: ProbeResult) -> np.ndarray:
+    """Per text: how far a probed model lags the target, in nats (exact KL, else the cross-entropy gap)."""
+    return exact_bits(result, 1.0) * LN2 if result.exact is not None else ctx.target.vector.values - result.vector.values
+
+
 def domain_lag(ctx: ProbeContext, base: ProbeResult) -> np.ndarray:
     """Per domain: how far the model lags the target on its texts, per byte: exact KL when it can be
     measured, else the cross-entropy gap (the target's log-likelihood minus the model's)."""
-    values = (exact_bits(base, 1.0) if base.exact is not None
-              else ctx.target.vector.values - base.vector.values)
+    values = _lag_values(ctx, base)
     return domain_gains(values, np.zeros_like(values), ctx.textset.domains, ctx.textset.n_bytes, ctx.datamodule.domains)
+
+
+def domain_closing(ctx: ProbeContext, base: ProbeResult, probes: list[ProbeResult]) -> np.ndarray:
+    """Per domain: the share of the model's lag behind the target on the domain's own texts that the
+    domain's own probe closes (negative: the probe moved away there). NaN where the model does not lag.
+
+    A probe on a domain the target was trained on moves the model toward the target on that domain's
+    texts; on a domain the target saw little, it specialises the model where the target is generic
+    and moves it away. The share is read on the domain's own texts, so what every probe learns
+    everywhere (the early model's target-independent progress) is not counted.
+    """
+    lag = domain_lag(ctx, base)
+    after = np.array([domain_lag(ctx, probe)[k] for k, probe in enumerate(probes)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(lag > 0, (lag - after) / lag, np.nan)
 
 
 def measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeSettings, A, t, ratio: float,
                         config: MixtureConfig, domain_kl: np.ndarray | None, lag: np.ndarray,
-                        response: dict[str, np.ndarray]):
-    """Train every candidate mixture as a probe and measure it.
+                        response: dict[str, np.ndarray], closing: np.ndarray | None = None,
+                        caps: np.ndarray | None = None):
+    """Train every candidate mixture as a probe and measure it (each within `caps`, the shares
+    `mixture.max_epochs` allows, where set).
 
     Returns (candidates, selection, probe results by probe name).
     """
@@ -145,7 +167,10 @@ def measure_candidates(ctx: ProbeContext, solution: np.ndarray, settings: ProbeS
     natural = np.array([float(ctx.datamodule.data.count(d, "train")) for d in domains])
     readable = np.array([d not in ctx.textset.scarce_domains(domains) for d in domains])
     named = candidate_mixtures(solution, natural, domain_kl, response, lag, readable, tuple(config.candidates),
-                               tuple(config.softmin_scales), tuple(config.lag_temperatures))
+                               tuple(config.softmin_scales), tuple(config.lag_temperatures), closing,
+                               tuple(config.closing_temperatures))
+    if caps is not None:
+        named = distinct({name: cap_shares(w, caps) for name, w in named.items()})
     jobs = [ctx.job(f"candidate {n}", w, settings) for n, w in named.items()]
     results = run_probes(jobs, progress=f"candidate probes ({settings.steps} steps each)", ranks=ctx.ranks)
     B, lT = ctx.textset.mean_bytes, ctx.target.vector.values

@@ -26,6 +26,7 @@ from mixalign.mixture.cost import method_cost
 from mixalign.mixture.measure import (
     ProbeContext,
     Target,
+    domain_closing,
     domain_lag,
     exact_bits,
     measure_candidates,
@@ -37,6 +38,7 @@ from mixalign.mixture.probes import (
     Ranks,
     run_probes,
 )
+from mixalign.mixture.repetition import cap_shares, share_caps
 from mixalign.mixture.result import MixtureResult
 from mixalign.mixture.solvers import (
     diagnose,
@@ -76,8 +78,8 @@ def _probe_domains(config: MixtureConfig, ctx: ProbeContext, settings: ProbeSett
     return base, probes, A, t, dict(zip([job.name for job in jobs], results))
 
 
-def _solve(config: MixtureConfig, ctx: ProbeContext, A, t, step_ratio: float):
-    """The solver's mixture, smoothed toward the prior: (solver result, weights as numpy)."""
+def _solve(config: MixtureConfig, ctx: ProbeContext, A, t, step_ratio: float, caps: np.ndarray | None):
+    """The solver's mixture, smoothed toward the prior and capped: (solver result, weights as numpy)."""
     solved = solve_direction(A, t) if config.solver == "direction" else solve_distance(A, t, step_ratio)
     weights = solved.weights
     if config.smoothing > 0:
@@ -85,7 +87,7 @@ def _solve(config: MixtureConfig, ctx: ProbeContext, A, t, step_ratio: float):
         if config.prior == "natural":
             prior = torch.tensor([float(ctx.datamodule.data.count(d, "train")) for d in ctx.datamodule.domains])
         weights = smooth(weights, prior, config.smoothing)
-    return solved, weights.numpy()
+    return solved, weights.numpy() if caps is None else cap_shares(weights.numpy(), caps)
 
 
 def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: ProbeSettings,
@@ -97,7 +99,9 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
     """
     started = time.perf_counter()
     base, probes, A, t, every_probe = _probe_domains(config, ctx, domain_settings)
-    solved, weights = _solve(config, ctx, A, t, step_ratio)
+    caps = (None if config.max_epochs is None else share_caps(
+        config.max_epochs, main_tokens, [ctx.datamodule.data.count(d, "train") for d in ctx.datamodule.domains]))
+    solved, weights = _solve(config, ctx, A, t, step_ratio, caps)
     B = ctx.textset.mean_bytes
     diagnostics = diagnose(A, t, weights, step_ratio, B)
     exact_now = float(exact_bits(base, B).mean()) if base.exact is not None else None
@@ -110,7 +114,8 @@ def compute_mixture(config: MixtureConfig, ctx: ProbeContext, domain_settings: P
         response, tilts = (probe_response(ctx, base, candidate_settings, config.processes)
                            if "response" in config.candidates else ({}, {}))
         candidates, selection, results = measure_candidates(ctx, weights, candidate_settings, A, t, candidate_ratio,
-                                                             config, domain_exact, domain_lag(ctx, base), response)
+                                                             config, domain_exact, domain_lag(ctx, base), response,
+                                                             domain_closing(ctx, base, probes), caps)
         every_probe.update(tilts)
         every_probe.update({name: r for name, r in results.items() if name not in tilts})  # uniform: the tilts' run
         solution = results.get("candidate solution")

@@ -99,7 +99,8 @@ def _table_lines(r: MixtureResult) -> list[str]:
     lines += [f"solver: {r.solver}{fallback}",
               f"cos(A w, t) = {r.mixture_cosine:.4f}; relative residual ||t - A v*|| / ||t|| = {r.relative_residual:.4f}",
               f"log-likelihood-vector distance (Kishino et al. scale) to the target now: {r.current_llvec:.4f} bits/byte"
-              + (f"; KL, exact on the text set: {r.current_exact:.4f}" if r.current_exact is not None else "")]
+              + (f"; exact KL on the text set, mean of its two directions: {r.current_exact:.4f}"
+                 if r.current_exact is not None else "")]
     if r.prediction_note:
         lines.append(f"predicted after training: not shown: {r.prediction_note}")
     else:
