@@ -172,3 +172,18 @@ def test_config_paths_resolve_from_the_config_file(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit):
         MixalignCLI(args=["--config", "configs/cwd.yaml", "--out", "w.yaml"], run=False, command="weights")
     assert 'key "mixture.target"' in capsys.readouterr().err
+
+
+def test_a_printed_config_runs_from_another_directory(tmp_path, monkeypatch, capsys):
+    """`fit --print_config > my.yaml`, then `--config my.yaml` elsewhere: the printed input paths are
+    absolute (mutation: without `AnchoredParser`, init_from prints as ../checkpoints/base.ckpt, which
+    resolves from my.yaml's directory to nothing and fails the parse naming model.init_from)."""
+    with pytest.raises(SystemExit):
+        MixalignCLI(args=["fit", "--config", str(REPO / "configs" / "pile.yaml"), "--print_config"])
+    printed = capsys.readouterr().out
+    (tmp_path / "my.yaml").write_text(printed)
+    assert Path(yaml.safe_load(printed)["model"]["init_from"]).is_absolute()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        MixalignCLI(args=["fit", "--config", "my.yaml", "--print_config"])
+    assert capsys.readouterr().out == printed

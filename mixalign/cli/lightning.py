@@ -34,6 +34,14 @@ from mixalign.units import DEFAULT_SEED
 LOGS = "lightning_logs"
 
 
+class AnchoredParser(LightningArgumentParser):
+    """A parser whose dumps name every input path absolutely: `--print_config > my.yaml`, like the run's
+    saved config.yaml, then works as `--config my.yaml` from any directory."""
+
+    def dump(self, cfg, *args, **kwargs) -> str:
+        return super().dump(anchored(cfg.clone()), *args, **kwargs)
+
+
 class MixalignCLI(LightningCLI):
     """LightningCLI with mixalign's sections: `checkpoint:`, `mixture:` (the target and the method)
     and `kl:` (the distance monitor, aimed at `mixture.target`).
@@ -48,6 +56,7 @@ class MixalignCLI(LightningCLI):
         super().__init__(
             NanoGPTModule, PileMixtureDataModule, seed_everything_default=DEFAULT_SEED,
             save_config_kwargs={"overwrite": True}, parser_kwargs=parser_kwargs(command, description, epilog),
+            parser_class=AnchoredParser,
             args=args, run=run, auto_configure_optimizers=False,
         )
 
