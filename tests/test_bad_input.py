@@ -113,6 +113,13 @@ CASES = {
                                             r"--out .*shards: is a directory; name the weights file"),
     "corrupt zstd shard": (lambda w, c: fit(w, c, "--data.source", shard(w, "bad.jsonl.zst", b"not zstd at all" * 20)),
                            r"bad.jsonl.zst: not a readable zstd stream \(corrupt or not zstd\)"),
+    "mixture.n_texts over the text set": (lambda w, c: ["weights", "--config", str(TINY), "--mixture.target", TARGET_NPZ,
+                                                        "--mixture.n_texts", "5000", "--out", str(w / "w.yaml")],
+                                          r"mixture.n_texts is 5000 but the text set demo has 1000 texts: set "
+                                          r"mixture.n_texts to at most 1000, or null"),
+    "kl.n_texts over the text set": (lambda w, c: fit(w, c, "--mixture.target", TARGET_NPZ, "--data.weights", "uniform",
+                                                      "--kl.n_texts", "5000"),
+                                     r"kl.n_texts is 5000 but the text set demo has 1000 texts"),
 }
 
 

@@ -49,8 +49,19 @@ from mixalign.llvec.vectors import (
     load_vector,
     save_vector,
 )
-from mixalign.paths import InputPath, plain
+from mixalign.paths import InputPath, plain, shown_path
 from mixalign.units import DEFAULT_SEED
+
+
+def texts_for(section: str, spec, n_texts: int | None) -> TextSet:
+    """The text set `spec` names, cut to `n_texts` (None: all of it); a count the set cannot give is a
+    user error that names `<section>.n_texts` and the text set (a small own text set meets the demo's 256)."""
+    textset = load_textset(resolve_textset(spec))
+    if n_texts is not None and not 0 < n_texts <= len(textset):
+        raise MixalignError(f"{section}.n_texts is {n_texts} but the text set {shown_path(str(spec))} has "
+                            f"{len(textset)} texts: set {section}.n_texts to at most {len(textset)}, or null to use "
+                            "every text")
+    return subset_textset(textset, n_texts) if n_texts else textset
 
 LLVEC = "val/llvec_distance"
 EXACT = "val/exact_kl"
@@ -125,8 +136,7 @@ class LogLikelihoodKL(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.textset is not None or not self.active:
             return
-        textset = load_textset(resolve_textset(self.textset_spec))
-        self.textset = subset_textset(textset, self.n_texts) if self.n_texts else textset
+        self.textset = texts_for("kl", self.textset_spec, self.n_texts)
         datamodule = trainer.datamodule
         datamodule.check_heldout(self.textset)
         self.token_ids = datamodule.encode(self.textset.texts)  # the model's own tokenizer

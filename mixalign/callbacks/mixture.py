@@ -15,6 +15,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from mixalign.callbacks.kl import texts_for
 from mixalign.errors import MixalignError
 from mixalign.mixture.config import MixtureConfig
 from mixalign.mixture.method import align
@@ -48,6 +49,7 @@ class AlignedMixture(MixtureConfig, L.Callback):
             return
         if self.target is None:
             raise MixalignError("data.weights is 'aligned' but mixture.target is not set: name the target model")
+        texts_for("mixture", self.textset, self.n_texts)  # a bad mixture.n_texts fails here, naming the key
         self.starts = round_starts(trainer.max_steps, self.rounds, self.warmup_steps)
         if self.warmup_steps and not datamodule.schedule.has(0):
             datamodule.set_weights(0, "uniform")  # the from-scratch warm-up: real steps of this run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mixalign.callbacks.kl import texts_for
 from mixalign.callbacks.mixture import AUTOCAST
 from mixalign.cli.lightning import MixalignCLI
 from mixalign.errors import MixalignError
@@ -23,6 +24,7 @@ def weights_main(args: list[str]) -> None:
                             "run's own first steps; run `mixalign fit` (the weights land in the run directory)")
     if Path(cli.config["out"]).is_dir():  # before the probes, not after them
         raise MixalignError(f"--out {cli.config['out']}: is a directory; name the weights file (.yaml) to write")
+    texts_for("mixture", mixture.textset, mixture.n_texts)  # a bad mixture.n_texts fails before the data, naming the key
     starts = round_starts(trainer.max_steps, mixture.rounds, 0)
     ranks = weights_ranks(trainer)
     if ranks.world > 1:  # one process per node tokenizes the data; the others wait and read its cache
