@@ -6,13 +6,15 @@ and runs the main job on the demo data), and writes results/main_job.json and RE
 section. Afterwards mixalign is installed from the clone: reinstall your checkout
 (`pip install -e .`) if you work in it.
 
-    python benchmarks/main_job.py
+    python benchmarks/main_job.py                      # --keep-run DIR: keep the run's folder (for screenshots)
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,9 @@ def load_average() -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep-run", help="copy the clone's runs/ folder here before the clone is removed")
+    args = parser.parse_args()
     command = first_command()
     with tempfile.TemporaryDirectory(prefix="mixalign-main-job-") as work:
         clone = Path(work) / "mixalign"
@@ -47,6 +52,8 @@ def main() -> None:
         start = time.time()
         result = subprocess.run(["bash", "-c", command], cwd=clone, capture_output=True, text=True)
         wall = time.time() - start
+        if args.keep_run and (clone / "runs").is_dir():
+            shutil.copytree(clone / "runs", args.keep_run, dirs_exist_ok=True)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         sys.exit(f"the first command failed (exit {result.returncode}):\n{result.stderr[-3000:]}")

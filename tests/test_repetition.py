@@ -57,3 +57,16 @@ def test_capping_any_mixture_gives_a_mixture_within_the_caps(seed):
 def test_share_caps_read_each_domain_at_most_max_epochs_times():
     caps = share_caps(2.0, 400 * 16 * 128, [33_045, 10_000_000])
     assert passes(caps, 400 * 16 * 128, [33_045, 10_000_000]) == pytest.approx([2.0, 2.0])
+
+
+def test_a_mixture_whose_every_domain_probe_moved_away_says_so():
+    from mixalign.callbacks.mixture import moving_away_note
+
+    away = SimpleNamespace(domain_exact_change=np.array([0.01, 0.3, 0.002]), domain_cosines=np.array([0.1, -0.2, 0.3]))
+    note = moving_away_note(away)
+    assert note.startswith("warning: every domain probe moved the model away") and "+0.0020 to +0.3000" in note
+    one_closer = SimpleNamespace(domain_exact_change=np.array([0.01, -0.001, 0.002]), domain_cosines=np.ones(3))
+    assert moving_away_note(one_closer) == ""
+    vectors_only = SimpleNamespace(domain_exact_change=None, domain_cosines=np.array([-0.1, 0.0, -0.3]))
+    assert "no domain probe moved the model toward the target" in moving_away_note(vectors_only)
+    assert moving_away_note(SimpleNamespace(domain_exact_change=None, domain_cosines=np.array([-0.1, 0.2]))) == ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -26,6 +27,21 @@ from mixalign.mixture.rounds import round_end, round_starts
 
 AUTOCAST = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}
 REPEAT_WARNING = 1.0  # warn when a domain's share of the round would pass over its training tokens more than this
+
+
+def moving_away_note(result: MixtureResult) -> str:
+    """A warning when every domain probe moved the model away from the target ('' otherwise): training
+    on this data is then unlikely to bring it closer on any mixture (a small corpus, or a target that
+    learned from other data)."""
+    change = result.domain_exact_change
+    if change is not None and len(change) and (np.asarray(change) > 0).all():
+        return ("warning: every domain probe moved the model away from the target in exact KL (changes "
+                f"{min(change):+.4f} to {max(change):+.4f} bits/byte): training on this data is unlikely to bring "
+                "it closer on any mixture; expect the distances to grow (more data, or another target)")
+    if change is None and len(result.domain_cosines) and (np.asarray(result.domain_cosines) <= 0).all():
+        return ("warning: no domain probe moved the model toward the target (every cos(Delta_k, t) <= 0): "
+                "training on this data is unlikely to bring it closer on any mixture")
+    return ""
 
 
 class AlignedMixture(MixtureConfig, L.Callback):
@@ -100,6 +116,8 @@ class AlignedMixture(MixtureConfig, L.Callback):
         if not trainer.is_global_zero:
             return
         print(f"\nmixture for round {round_index} (from step {step}):\n{result.table()}\n", flush=True)
+        if moving_away_note(result):
+            rank_zero_info(f"mixture: {moving_away_note(result)}")
         if log_dir:
             write_weights(result, Path(log_dir) / "mixture" / f"round-{round_index}.yaml")
         logger = trainer.logger
