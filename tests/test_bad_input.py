@@ -448,3 +448,13 @@ def test_a_hf_target_with_a_pickled_weights_file_is_refused_in_one_line(capsys, 
     assert code == 2 and len(message.strip().splitlines()) == 1, message
     assert __import__("re").search(r"hf: refused: .*pytorch_model.bin.*could run code", message), message
     assert "weights_only` set to `False" not in message and not _Payload.ran
+
+
+def test_a_fit_that_fails_before_training_leaves_no_empty_run_folder(capsys, work, corpus):
+    """A user error raised inside the trainer (here kl.n_texts, in the callback's setup) removes the
+    version_N folder the logger had opened, which held only an event file (mutation: without
+    `drop_if_unused` the next run of the same folder becomes version_1 beside an empty version_0)."""
+    code, out = run(capsys, *fit(work, corpus, "--mixture.target", TARGET_NPZ, "--data.weights", "uniform",
+                                 "--kl.n_texts", "5000"))
+    assert code == 2 and "kl.n_texts is 5000" in out
+    assert not list((work / "run" / "lightning_logs").glob("version_*"))

@@ -44,6 +44,14 @@ def moving_away_note(result: MixtureResult) -> str:
     return ""
 
 
+def no_exact_note(result: MixtureResult) -> str:
+    """Why a round has no exact KL ('' when it has): the figures and candidates that need it are absent."""
+    if result.current_exact is not None:
+        return ""
+    return ("note: no exact KL (the target is not a model sharing the data's tokenizer): kl-softmin is skipped "
+            "and the candidates are compared in log-likelihood-vector distance; closing reads the cross-entropy gap")
+
+
 class AlignedMixture(MixtureConfig, L.Callback):
     """Compute the mixture toward `target` at the start of every round (see `MixtureConfig`)."""
 
@@ -116,8 +124,9 @@ class AlignedMixture(MixtureConfig, L.Callback):
         if not trainer.is_global_zero:
             return
         print(f"\nmixture for round {round_index} (from step {step}):\n{result.table()}\n", flush=True)
-        if moving_away_note(result):
-            rank_zero_info(f"mixture: {moving_away_note(result)}")
+        for note in (no_exact_note(result), moving_away_note(result)):
+            if note:
+                rank_zero_info(f"mixture: {note}")
         if log_dir:
             write_weights(result, Path(log_dir) / "mixture" / f"round-{round_index}.yaml")
         logger = trainer.logger

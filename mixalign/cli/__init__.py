@@ -66,9 +66,12 @@ class _NoAdvertising(logging.Filter):
 
 def quiet() -> None:
     """Keep the console to what a user can act on: Lightning's tips, its deprecation notice about its own
-    internals, and LightningCLI's note on the args parameter (mixalign passes argv on purpose) go."""
+    internals, LightningCLI's note on the args parameter (mixalign passes argv on purpose) and
+    transformers' notes on its own cache arguments (read by mixalign's sampler) go."""
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # its deprecation notes on its own arguments
     for handler in logging.getLogger("lightning.pytorch").handlers:
         handler.addFilter(_NoAdvertising())
 

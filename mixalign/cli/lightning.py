@@ -7,6 +7,7 @@ so this module knows nothing of the subcommand table above it.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -133,7 +134,12 @@ class MixalignCLI(LightningCLI):
     def fit(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, **kwargs) -> None:
         """Train (a --ckpt_path is read as tensors only, whatever --weights_only says: no code in it runs), then
         the SUMMARY line, and summary.json with distances.png in the run directory."""
-        self.trainer.fit(model, datamodule=datamodule, **{**kwargs, "weights_only": True})
+        try:
+            self.trainer.fit(model, datamodule=datamodule, **{**kwargs, "weights_only": True})
+        except MixalignError:  # a user error before anything was trained: its run folder holds nothing to keep
+            if self.trainer.is_global_zero and self.trainer.logger is not None:
+                drop_if_unused(Path(self.trainer.logger.log_dir))
+            raise
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero:
             print(f"SUMMARY: {summary_line(self.trainer, datamodule)}")
@@ -143,6 +149,19 @@ class MixalignCLI(LightningCLI):
     def validate(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, **kwargs) -> None:
         """Validate (a --ckpt_path is read as tensors only, whatever --weights_only says)."""
         self.trainer.validate(model, datamodule=datamodule, **{**kwargs, "weights_only": True})
+
+
+UNUSED_RUN_FILES = ("events.out.tfevents.*", "config.yaml", "hparams.yaml")  # what a run folder holds before training
+
+
+def drop_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds only what a run writes before its first step (no checkpoint, no
+    vectors, no mixture), so a failed start does not leave an empty version_N behind."""
+    if not run_dir.is_dir():
+        return
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    if all(any(p.match(pattern) for pattern in UNUSED_RUN_FILES) for p in files):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def parser_kwargs(command: str | None, description: str | None, epilog: str | None) -> dict:

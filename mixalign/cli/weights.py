@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mixalign.callbacks.kl import texts_for
-from mixalign.callbacks.mixture import AUTOCAST, moving_away_note
+from mixalign.callbacks.mixture import AUTOCAST, moving_away_note, no_exact_note
 from mixalign.cli.lightning import MixalignCLI
 from mixalign.errors import MixalignError
 from mixalign.mixture.method import align
@@ -40,8 +40,9 @@ def weights_main(args: list[str]) -> None:
     out = cli.config["out"]
     png = write_weights(result, out)
     print(result.table())
-    if moving_away_note(result):
-        print(moving_away_note(result))
+    for note in (no_exact_note(result), moving_away_note(result)):
+        if note:
+            print(note)
     rounds = f" (round 0 of {mixture.rounds}: later rounds are computed during fit)" if mixture.rounds > 1 else ""
     print(f"weights written to {out}{rounds} (bar chart {png}); train on them with --data.weights {out}")
 
