@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -74,10 +76,11 @@ def test_export_keeps_only_what_inference_needs(tmp_path):
 
 
 def test_pile_yaml_passes_print_config(tmp_path):
-    printed = mixalign("fit", "--config", str(PILE), "--print_config", cwd=REPO).stdout  # paths as written
+    printed = mixalign("fit", "--config", str(PILE), "--print_config", cwd=REPO).stdout  # input paths absolute
     config = yaml.safe_load(printed)
-    assert config["model"]["init_from"] == "../checkpoints/base.ckpt" and config["data"]["weights"] == "aligned"
-    assert config["mixture"]["target"] == "../checkpoints/near.ckpt" and "target" not in config["kl"]  # linked from it
+    assert Path(config["model"]["init_from"]).resolve() == REPO / "checkpoints" / "base.ckpt"
+    assert Path(config["mixture"]["target"]).resolve() == REPO / "checkpoints" / "near.ckpt"
+    assert config["data"]["weights"] == "aligned" and "target" not in config["kl"]  # linked from it
     assert config["mixture"]["selection"] == "measured" and config["kl"]["exact_kl"] is True
 
 
@@ -85,7 +88,8 @@ def test_scratch_yaml_is_the_from_scratch_setting(tmp_path):
     printed = mixalign("fit", "--config", str(REPO / "configs" / "scratch.yaml"), "--print_config", cwd=REPO).stdout
     config = yaml.safe_load(printed)
     assert config["model"]["init_from"] is None and config["mixture"]["warmup_steps"] == 100
-    assert config["mixture"]["target"] == "../checkpoints/near.ckpt" and config["data"]["weights"] == "aligned"
+    assert Path(config["mixture"]["target"]).resolve() == REPO / "checkpoints" / "near.ckpt"
+    assert config["data"]["weights"] == "aligned"
     assert config["model"]["learning_rate"] == 2.0e-3  # the base's own pretraining recipe, not pile.yaml's re-warm
 
 
