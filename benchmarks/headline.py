@@ -46,6 +46,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks._common import code_state, logged_scalars, replace_section  # noqa: E402
+from mixalign.callbacks.kl import EXACT as EXACT_KL  # noqa: E402
+from mixalign.callbacks.kl import LLVEC, MC, se_tag  # noqa: E402
 from mixalign.io import write_bytes_atomic  # noqa: E402
 
 TARGETS = {"near": ("checkpoints/near.ckpt", "configs/near.yaml"),
@@ -56,8 +58,8 @@ N_RANDOM, DIRICHLET, RANDOM_SEED = 20, 1.0, 2026
 TUNING_SEED = 0  # the grid and the random search use this data order; the table reports seeds 1..n
 N_TEXTS, MC_SAMPLES = 300, 128
 QUICK = ["--mixture.n_texts", "16", "--mixture.probe_steps", "2", "--model.warmup_steps", "2"]
-EXACT, REVERSE, LLVEC = "val/exact_kl/model_to_target", "val/exact_kl/target_to_model", "val/llvec_distance"
-MC = "mc_kl/model_to_target"
+EXACT, REVERSE = f"{EXACT_KL}/model_to_target", f"{EXACT_KL}/target_to_model"
+MC_KL = f"{MC}/model_to_target"
 DOWNSTREAM = ("uniform", "natural", "aligned", "paper-direction", "kd", "own-mixture", "random-best")
 STUDENT_BLOCK = 128  # the students' window (configs/pile.yaml data.block_size)
 TOKENS_PER_STEP = 16 * STUDENT_BLOCK
@@ -164,12 +166,12 @@ def summarize(version: Path, target_losses: dict[str, float], args: list[str]) -
     computed = {k.split("/")[-1]: v[-1][1] for k, v in logged.items() if k.startswith("mixture/weight/")}
     kl = logged[EXACT]
     losses = {d: logged[f"val/loss/{d}"][-1][1] for d in target_losses}
-    mc = logged.get(MC, [(0, float("nan"))])[-1][1]
+    mc = logged.get(MC_KL, [(0, float("nan"))])[-1][1]
     return {
-        "kl_curve": kl, "start_kl": kl[0][1], "final_kl": kl[-1][1], "final_kl_se": logged[f"{EXACT}_se"][-1][1],
+        "kl_curve": kl, "start_kl": kl[0][1], "final_kl": kl[-1][1], "final_kl_se": logged[se_tag(EXACT)][-1][1],
         "final_reverse_kl": logged[REVERSE][-1][1], "final_llvec_distance": logged[LLVEC][-1][1],
-        "mc_kl": mc, "mc_kl_se": logged.get(f"{MC}_se", [(0, float("nan"))])[-1][1],
-        "mc_kl_path_exact": logged.get(f"{MC}/path_exact", [(0, float("nan"))])[-1][1],
+        "mc_kl": mc, "mc_kl_se": logged.get(se_tag(MC_KL), [(0, float("nan"))])[-1][1],
+        "mc_kl_text_level": logged.get(f"{MC_KL}_text_level", [(0, float("nan"))])[-1][1],
         "domain_loss_distance": float(np.mean([abs(losses[d] - target_losses[d]) for d in losses])),
         "weights": computed or given_weights(args),
         "checkpoint": str(next(version.glob("checkpoints/last.ckpt"))),

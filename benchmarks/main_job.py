@@ -38,6 +38,15 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def wait_for_quiet(limit_s: float = 300.0, quiet: float = 0.5) -> float:
+    """The 1-minute load average once it falls below `quiet` (a job that just ended still weighs on it),
+    or after `limit_s`: the figure is only a timing of the command on quiet cores."""
+    deadline = time.time() + limit_s
+    while load_average() >= quiet and time.time() < deadline:
+        time.sleep(10)
+    return load_average()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep-run", help="copy the clone's runs/ folder here before the clone is removed")
@@ -48,7 +57,7 @@ def main() -> None:
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
         state = code_state(clone)
         commit = state["commit"]
-        load_before = load_average()
+        load_before = wait_for_quiet()
         start = time.time()
         result = subprocess.run(["bash", "-c", command], cwd=clone, capture_output=True, text=True)
         wall = time.time() - start

@@ -45,24 +45,28 @@ def test_distances_logged_at_every_validation_with_vectors_and_map(two_seeds):
     run = two_seeds[1]
     logged = scalars(run)
     steps = list(range(0, 151, 25))  # the start, then every validation, at the step the model has taken
-    for tag in ("val/llvec_distance", "val/exact_kl/model_to_target", "val/exact_kl/target_to_model"):
+    for tag in ("distance/llvec", "distance/exact_kl/model_to_target", "distance/exact_kl/target_to_model"):
         assert [step for step, _ in logged[tag]] == steps, tag
-        assert len(logged[f"{tag}_se"]) == 7 and all(value > 0 for _, value in logged[tag])
-    assert len(logged["val/ce_gap_to_target"]) == 7
+        assert len(logged[tag.replace("distance/", "distance_se/")]) == 7 and all(value > 0 for _, value in logged[tag])
+    assert len(logged["val/ce_gap_to_target_nats_per_text"]) == 7
     for domain in DEMO_DOMAINS:
         if domain != "email":  # the 120-text subset holds no email text
-            assert len(logged[f"val/llvec_distance/{domain}"]) == 7
+            assert len(logged[f"distance_by_domain/llvec/{domain}"]) == 7
             for direction in ("model_to_target", "target_to_model"):
-                assert len(logged[f"val/exact_kl/{direction}/{domain}"]) == 7
+                assert len(logged[f"distance_by_domain/exact_kl/{direction}/{domain}"]) == 7
     # Exact KL is calibrated: far below the vector distance here, and it falls as the run learns.
-    exact = [value for _, value in logged["val/exact_kl/model_to_target"]]
-    assert exact[-1] < exact[0] and exact[-1] < logged["val/llvec_distance"][-1][1]
+    exact = [value for _, value in logged["distance/exact_kl/model_to_target"]]
+    assert exact[-1] < exact[0] and exact[-1] < logged["distance/llvec"][-1][1]
     assert (run / "model_map.png").stat().st_size > 10_000
+    # TensorBoard's first page (TIME SERIES) lists tag groups alphabetically: the distances lead, and
+    # neither Lightning's constant `epoch` nor one-point candidate charts come before them.
+    assert sorted({tag.split("/")[0] for tag in logged})[0] == "distance"
+    assert "epoch" not in logged and not any(tag.startswith("mixture/candidate") for tag in logged)
     vectors = sorted((run / "llvec").glob("step-*.npz"))
     assert [v.name for v in vectors] == [f"step-{s:08d}.npz" for s in range(0, 151, 25)]
     # The logged value is the estimator applied to the saved vectors.
     target = load_vector(next((run.parents[1] / "llvec_cache").glob("vector-*.npz")))
-    assert kl(load_vector(vectors[-1]), target) == pytest.approx(logged["val/llvec_distance"][-1][1], rel=1e-5)
+    assert kl(load_vector(vectors[-1]), target) == pytest.approx(logged["distance/llvec"][-1][1], rel=1e-5)
 
 
 def test_vector_distance_grows_along_training_and_seeds_end_farther_apart(two_seeds):
@@ -73,7 +77,7 @@ def test_vector_distance_grows_along_training_and_seeds_end_farther_apart(two_se
     assert kl(a[-1], b[-1]) > kl(a[-2], a[-1])
 
 
-METRICS = ("val/llvec_distance", "val/exact_kl/model_to_target", "val/exact_kl/target_to_model")
+METRICS = ("distance/llvec", "distance/exact_kl/model_to_target", "distance/exact_kl/target_to_model")
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +106,11 @@ def test_callback_scalars_equal_mixalign_kl_on_the_same_checkpoint(tmp_path, tin
     out = mixalign("kl", str(model), str(tiny_target), "--n_texts", N_TEXTS, "--out", "pair.json", cwd=tmp_path).stdout
     assert "llvec" in out and "exact a->b" in out
     (pair,) = json.loads((tmp_path / "pair.json").read_text())["pairs"]
-    assert pair["llvec"]["kl_bits_per_byte"] == pytest.approx(reported_metric(logged, "val/llvec_distance"), abs=1e-6)
+    assert pair["llvec"]["kl_bits_per_byte"] == pytest.approx(reported_metric(logged, "distance/llvec"), abs=1e-6)
     assert pair["exact_a_to_b"]["bits_per_byte"] == pytest.approx(
-        reported_metric(logged, "val/exact_kl/model_to_target"), abs=1e-6)
+        reported_metric(logged, "distance/exact_kl/model_to_target"), abs=1e-6)
     assert pair["exact_b_to_a"]["bits_per_byte"] == pytest.approx(
-        reported_metric(logged, "val/exact_kl/target_to_model"), abs=1e-6)
+        reported_metric(logged, "distance/exact_kl/target_to_model"), abs=1e-6)
 
 
 def test_saved_vector_target_gives_the_vector_distance_only_and_says_so(tmp_path, demo_cache, tiny_target):
@@ -117,7 +121,7 @@ def test_saved_vector_target_gives_the_vector_distance_only_and_says_so(tmp_path
     (summary,) = [line for line in run.stdout.splitlines() if line.startswith("SUMMARY")]
     assert "exact: not available" in summary and "log-likelihood-vector distance (Kishino et al. scale)" in summary
     logged = scalars(tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0")
-    assert "val/llvec_distance" in logged and not any(tag.startswith("val/exact_kl") for tag in logged)
+    assert "distance/llvec" in logged and not any(tag.startswith("distance/exact_kl") for tag in logged)
 
 
 def test_monte_carlo_kl_at_the_end_of_training(tmp_path, demo_cache, tiny_target):
@@ -125,9 +129,9 @@ def test_monte_carlo_kl_at_the_end_of_training(tmp_path, demo_cache, tiny_target
                                 cache=demo_cache), cwd=tmp_path)
     logged = scalars(tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0")
     for direction in ("model_to_target", "target_to_model"):
-        (step, value), = logged[f"mc_kl/{direction}"]
-        assert step == 10 and value > 0 and logged[f"mc_kl/{direction}_se"][0][1] > 0
-        assert logged[f"mc_kl/{direction}/text_level"][0][1] > 0  # shared tokenizer: the headline is along the paths
+        (step, value), = logged[f"distance/mc_kl/{direction}"]
+        assert step == 10 and value > 0 and logged[f"distance_se/mc_kl/{direction}"][0][1] > 0
+        assert logged[f"distance/mc_kl/{direction}_text_level"][0][1] > 0  # shared tokenizer: the headline is along the paths
     (summary,) = [line for line in run.stdout.splitlines() if line.startswith("SUMMARY")]
     assert "Monte Carlo KL model->target" in summary and "KL to target, exact on the text set" in summary
     # summary.json says what the line says, as data; distances.png draws it.
@@ -192,10 +196,10 @@ def test_a_last_step_between_validations_is_measured_at_the_end_of_fit(tmp_path,
                                 *with_kl(tiny_target), "--kl.n_texts", "24", cache=demo_cache), cwd=tmp_path)
     version = tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0"
     logged = scalars(version)
-    for tag in ("val/llvec_distance", "val/exact_kl/model_to_target"):
+    for tag in ("distance/llvec", "distance/exact_kl/model_to_target"):
         assert [step for step, _ in logged[tag]] == [0, 3, 6, 7], tag
     assert [p.name for p in sorted((version / "llvec").glob("step-*.npz"))] == [
         f"step-{s:08d}.npz" for s in (0, 3, 6, 7)]
     (summary,) = [line for line in run.stdout.splitlines() if line.startswith("SUMMARY")]
-    final = logged["val/exact_kl/model_to_target"][-1][1]
+    final = logged["distance/exact_kl/model_to_target"][-1][1]
     assert summary.startswith("SUMMARY: step 0 -> 7;") and f"-> {final:.4f}" in summary

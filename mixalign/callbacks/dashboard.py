@@ -1,8 +1,10 @@
-"""`Dashboard`: TensorBoard that opens on the answer.
+"""`Dashboard` and `DashboardLogger`: TensorBoard that opens on the answer.
 
-A custom-scalars layout puts the distances to the target first (exact KL both ways on one chart, the
-vector distance, the loss), the HPARAMS tab gets one row per run (its target, the mixture it trained on,
-its final distances) so runs compare side by side, and each round's candidate chart is an image.
+TIME SERIES, the page TensorBoard opens on, shows tag groups alphabetically: the distances are logged
+under `distance/` (callbacks/kl.py), so they come first, and the logger drops Lightning's `epoch` scalar
+(the data stream is endless: it is 0 throughout). A custom-scalars layout puts exact KL both ways on
+one chart; the HPARAMS tab gets one row per run (its target, the mixture it trained on, its final
+distances) so runs compare side by side; each round's candidate chart is an image.
 """
 
 from __future__ import annotations
@@ -12,20 +14,27 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mixalign.callbacks.kl import LogLikelihoodKL
+from mixalign.callbacks.kl import EXACT, LLVEC, MC, LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
 
 LAYOUT = {
     "distance to the target": {
-        "exact KL on the text set, both ways (bits/byte)": ["Multiline", [r"val/exact_kl/(model_to_target|target_to_model)$"]],
-        "log-likelihood-vector distance (bits/byte)": ["Multiline", [r"val/llvec_distance$"]],
-        "Monte Carlo KL (bits/byte)": ["Multiline", [r"mc_kl/(model_to_target|target_to_model)$"]],
+        "exact KL on the text set, both ways (bits/byte)": ["Multiline", [rf"^{EXACT}/(model_to_target|target_to_model)$"]],
+        "log-likelihood-vector distance (bits/byte)": ["Multiline", [rf"^{LLVEC}$"]],
+        "Monte Carlo KL (bits/byte)": ["Multiline", [rf"^{MC}/(model_to_target|target_to_model)$"]],
     },
     "training": {
-        "loss": ["Multiline", [r"train/loss$", r"val/loss$"]],
-        "mixture weights": ["Multiline", [r"mixture/weight/.*"]],
+        "loss": ["Multiline", [r"^train/loss$", r"^val/loss$"]],
+        "mixture weights": ["Multiline", [r"^mixture/weight/.*"]],
     },
 }
+
+
+class DashboardLogger(TensorBoardLogger):
+    """TensorBoardLogger without the `epoch` scalar Lightning adds to every logged step."""
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
 
 class Dashboard(L.Callback):

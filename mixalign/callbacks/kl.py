@@ -63,9 +63,23 @@ def texts_for(section: str, spec, n_texts: int | None) -> TextSet:
                             "every text")
     return subset_textset(textset, n_texts) if n_texts else textset
 
-LLVEC = "val/llvec_distance"
-EXACT = "val/exact_kl"
-MC = "mc_kl"
+# TensorBoard tags. Its first page (TIME SERIES) shows tag groups, the part before the first "/", in
+# alphabetical order: `distance` (the answer, whole text set) first, then its breakdown by domain and
+# its standard errors under the same names.
+LLVEC = "distance/llvec"                # the log-likelihood-vector distance (Kishino et al. scale)
+EXACT = "distance/exact_kl"             # /model_to_target, /target_to_model
+MC = "distance/mc_kl"                   # /model_to_target, /target_to_model, at the end of fit
+CE_GAP = "val/ce_gap_to_target_nats_per_text"  # mean per-text cross-entropy gap, nats per text (not per byte)
+
+
+def se_tag(tag: str) -> str:
+    """The tag of `tag`'s standard error: distance/x -> distance_se/x."""
+    return tag.replace("distance/", "distance_se/", 1)
+
+
+def domain_tag(tag: str, domain: str) -> str:
+    """The tag of `tag` on one domain's texts: distance/x -> distance_by_domain/x/<domain>."""
+    return f"{tag.replace('distance/', 'distance_by_domain/', 1)}/{domain}"
 
 
 @dataclass
@@ -219,9 +233,9 @@ class LogLikelihoodKL(L.Callback):
         for name, per_text in zip(("model_to_target", "target_to_model"), per_text_pair):
             overall = mean_kl(per_text, ts.mean_bytes)
             metrics[f"{EXACT}/{name}"] = overall.bits_per_byte
-            metrics[f"{EXACT}/{name}_se"] = overall.se
+            metrics[se_tag(f"{EXACT}/{name}")] = overall.se
             for domain, value in per_domain_kl(per_text, ts.domains, ts.n_bytes).items():
-                metrics[f"{EXACT}/{name}/{domain}"] = value.bits_per_byte
+                metrics[domain_tag(f"{EXACT}/{name}", domain)] = value.bits_per_byte
         return metrics
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
@@ -236,10 +250,10 @@ class LogLikelihoodKL(L.Callback):
         check_same_textset(vector, self.target_vector)
         l_model, l_target = torch.from_numpy(values), torch.from_numpy(self.target_vector.values)
         estimate = estimate_kl(l_model, l_target, self.textset.mean_bytes, self.clip_quantile)
-        metrics = {LLVEC: estimate.kl_bits_per_byte, f"{LLVEC}_se": estimate.se_bits_per_byte,
-                   "val/ce_gap_to_target": estimate.ce_gap_nats}
+        metrics = {LLVEC: estimate.kl_bits_per_byte, se_tag(LLVEC): estimate.se_bits_per_byte,
+                   CE_GAP: estimate.ce_gap_nats}
         by_domain = per_group_kl(l_model, l_target, list(self.textset.domains), self.textset.n_bytes, self.clip_quantile)
-        metrics.update({f"{LLVEC}/{d}": e.kl_bits_per_byte for d, e in by_domain.items()})
+        metrics.update({domain_tag(LLVEC, d): e.kl_bits_per_byte for d, e in by_domain.items()})
         if exact is not None:
             metrics.update(self._exact_metrics(exact))
         self.measurements.append(Measurement(step, estimate.kl_bits_per_byte, metrics.get(f"{EXACT}/model_to_target"),
@@ -300,9 +314,9 @@ class LogLikelihoodKL(L.Callback):
             student = self._student(pl_module)
             for name, (a, b) in {"model_to_target": (student, target), "target_to_model": (target, student)}.items():
                 self.monte_carlo[name] = result = monte_carlo_kl(a, b, self.mc_samples, self.mc_seed, progress=True)
-                metrics = {f"{MC}/{name}": result.headline.bits_per_byte, f"{MC}/{name}_se": result.headline.se}
+                metrics = {f"{MC}/{name}": result.headline.bits_per_byte, se_tag(f"{MC}/{name}"): result.headline.se}
                 if result.path_exact is not None:  # the headline is along the paths; the text-level figure beside it
-                    metrics[f"{MC}/{name}/text_level"] = result.text.bits_per_byte
+                    metrics[f"{MC}/{name}_text_level"] = result.text.bits_per_byte
                 if trainer.logger is not None:
                     trainer.logger.log_metrics(metrics, step=trainer.global_step)
             pl_module.train(was_training)

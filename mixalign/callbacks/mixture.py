@@ -132,12 +132,9 @@ class AlignedMixture(MixtureConfig, L.Callback):
         logger = trainer.logger
         if logger is None:
             return
-        scalars = {f"mixture/weight/{d}": float(w) for d, w in zip(result.domains, result.weights)}
-        for c in result.candidates:
-            scalars[f"mixture/candidate/{c.name}/llvec_distance"] = c.llvec
-            if c.exact_to_target is not None:
-                scalars[f"mixture/candidate/{c.name}/exact_kl_to_target"] = c.exact_to_target
-        logger.log_metrics(scalars, step)
+        # The weights as scalars; the candidates (one value each per round) as the text table and, at the
+        # end of fit, the round's chart (callbacks/dashboard.py), not as one-point charts.
+        logger.log_metrics({f"mixture/weight/{d}": float(w) for d, w in zip(result.domains, result.weights)}, step)
         if isinstance(logger, TensorBoardLogger):
             text = "    " + result.table().replace("\n", "\n    ")
             logger.experiment.add_text("mixture/diagnostics", f"round {round_index}\n\n{text}", step)

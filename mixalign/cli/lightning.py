@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from mixalign.callbacks.dashboard import Dashboard
+from mixalign.callbacks.dashboard import Dashboard, DashboardLogger
 from mixalign.callbacks.interrupt import SaveOnInterrupt
 from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
@@ -127,8 +126,8 @@ class MixalignCLI(LightningCLI):
         if self.subcommand and trainer_config.get("logger") in (None, True) and _is_rank_zero():
             root = Path(trainer_config.get("default_root_dir") or ".")
             resumed = self.subcommand_section(self.config).get("ckpt_path") if self.subcommand == "fit" else None
-            kwargs["logger"] = TensorBoardLogger(root, name=LOGS, version=run_version(root / LOGS, resumed),
-                                                 default_hp_metric=False)
+            kwargs["logger"] = DashboardLogger(root, name=LOGS, version=run_version(root / LOGS, resumed),
+                                               default_hp_metric=False)
         return super().instantiate_trainer(**kwargs)
 
     def fit(self, model: NanoGPTModule, datamodule: PileMixtureDataModule, **kwargs) -> None:
