@@ -458,3 +458,21 @@ def test_a_fit_that_fails_before_training_leaves_no_empty_run_folder(capsys, wor
                                  "--kl.n_texts", "5000"))
     assert code == 2 and "kl.n_texts is 5000" in out
     assert not list((work / "run" / "lightning_logs").glob("version_*"))
+
+
+@pytest.mark.parametrize("change, field", [(("--data.weights", "{alpha: 3, beta: 1}"), "data.weights"),
+                                           (("--data.seed", "7"), "data.seed")])
+def test_resuming_with_another_data_stream_is_a_clear_error(change, field, capsys, work, corpus):
+    """Issue 41 (questionable): a resumed fit restores its run's weights schedule and data order, so a
+    config asking for other weights (or another data seed) was silently ignored. Now one line names
+    the field and both values, and the run's checkpoint is untouched. Mutation: without
+    `check_resume_data` the resume trains on and exits 0."""
+    main(fit(work, corpus))
+    capsys.readouterr()  # the first run's own output
+    last = work / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    code, message = run(capsys, *fit(work, corpus, "--trainer.max_steps", "4", "--ckpt_path", "last", *change))
+    assert code == 2 and len(message.strip().splitlines()) == 1, message
+    assert __import__("re").search(rf"last.ckpt: resuming continues that run's data stream, .*{field}: run .* vs config ",
+                                   message), message
+    assert last.read_bytes() == before

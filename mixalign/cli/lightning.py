@@ -87,7 +87,8 @@ class MixalignCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand and self.config[subcommand].get("ckpt_path") not in (None, "last"):
-            self.resume_hparams = resume_hparams(self.config[subcommand]["ckpt_path"], self.config[subcommand]["model"])
+            self.resume_hparams, self.resume_data = resume_hparams(self.config[subcommand]["ckpt_path"],
+                                                                   self.config[subcommand]["model"])
 
     def before_instantiate_classes(self) -> None:
         """Paths become absolute strings; an unset precision becomes bf16-mixed on a bf16 GPU;
@@ -100,15 +101,18 @@ class MixalignCLI(LightningCLI):
         if self.subcommand and config.get("ckpt_path") == "last":
             config["ckpt_path"] = str(find_last_checkpoint(trainer.get("default_root_dir") or ".",
                                                            config["checkpoint"].get("dirpath")))
-            self.resume_hparams = resume_hparams(config["ckpt_path"], config["model"])
+            self.resume_hparams, self.resume_data = resume_hparams(config["ckpt_path"], config["model"])
 
     def after_instantiate_classes(self) -> None:
-        """The vocabulary, known once the data's tokenizer is, must be the resumed checkpoint's too."""
+        """The vocabulary, known once the data's tokenizer is, must be the resumed checkpoint's too; a
+        resumed fit must be configured with its run's data stream."""
         super().after_instantiate_classes()
         resumed = getattr(self, "resume_hparams", None)
         if resumed is not None and self.subcommand:
-            check_resume_architecture(self.subcommand_section(self.config)["ckpt_path"], resumed,
-                                      {"vocab_size": self.model.hparams.vocab_size})
+            config = self.subcommand_section(self.config)
+            check_resume_architecture(config["ckpt_path"], resumed, {"vocab_size": self.model.hparams.vocab_size})
+            if self.subcommand == "fit" and self.resume_data is not None:
+                check_resume_data(config["ckpt_path"], self.resume_data, config["data"])
 
     def instantiate_trainer(self, **kwargs):
         """Atomic checkpoint writes, one run per checkpoint directory, a resumable checkpoint on SIGTERM,
@@ -196,22 +200,39 @@ def find_last_checkpoint(root: str, dirpath: str | None) -> Path:
 RESUME_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 
 
-def resume_hparams(ckpt_path: str, model) -> dict:
-    """The model hyper-parameters of a checkpoint to resume or validate, read without running code
+def resume_hparams(ckpt_path: str, model) -> tuple[dict, dict | None]:
+    """The model hyper-parameters of a checkpoint to resume or validate, and its data module's (None in
+    a checkpoint without them), read without running code
     (weights_only), after comparing them with the configured `model` (all but the vocabulary, which
     comes from the data's tokenizer later): a clear error for a missing, unreadable, pickled or
     truncated file, and one naming the differing fields for another architecture."""
     if not Path(ckpt_path).is_file():
         raise MixalignError(f"--ckpt_path {ckpt_path}: no such file")
     try:
-        hparams = read_checkpoint(ckpt_path, mmap=True).get("hyper_parameters")
+        checkpoint = read_checkpoint(ckpt_path, mmap=True)
     except MixalignError as error:
         raise MixalignError(f"--ckpt_path {error}") from None
+    hparams, data = checkpoint.get("hyper_parameters"), checkpoint.get("datamodule_hyper_parameters")
     if not isinstance(hparams, dict) or any(f not in hparams for f in RESUME_FIELDS):
         raise MixalignError(f"--ckpt_path {ckpt_path}: the checkpoint's hyper-parameters lack some of "
                             f"{list(RESUME_FIELDS)}; not a checkpoint of a mixalign run")
     check_resume_architecture(ckpt_path, hparams, {f: model.get(f) for f in RESUME_FIELDS if f != "vocab_size"})
-    return {f: hparams[f] for f in RESUME_FIELDS}
+    return {f: hparams[f] for f in RESUME_FIELDS}, data if isinstance(data, dict) else None
+
+
+STREAM_FIELDS = ("weights", "domains", "seed", "batch_size")  # what the resumed data stream and mixture follow
+
+
+def check_resume_data(ckpt_path: str, resumed: dict, configured) -> None:
+    """A resumed fit continues its run's data stream and mixture schedule (restored from the checkpoint):
+    a config asking for other weights, domains, data seed or batch size would be silently ignored, so
+    it is an error naming the fields."""
+    different = [f"data.{f}: run {resumed[f]!r} vs config {configured.get(f)!r}" for f in STREAM_FIELDS
+                 if f in resumed and configured.get(f) != resumed[f]]
+    if different:
+        raise MixalignError(f"--ckpt_path {ckpt_path}: resuming continues that run's data stream, but the config "
+                            f"differs ({'; '.join(different)}); set them to the run's, or start a new run without "
+                            "--ckpt_path (model.init_from takes the checkpoint's weights)")
 
 
 def check_resume_architecture(ckpt_path: str, hparams: dict, configured: dict) -> None:
