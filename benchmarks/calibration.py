@@ -1,17 +1,18 @@
 """Calibration: the log-likelihood-vector distance beside exact and Monte Carlo KL, on real model pairs.
 
 For each pair: the vector distance (Kishino et al.'s estimate, docs/method.md, section 2), the exact token-level
-KL on the text set both ways, and the Monte Carlo KL both ways (text level; with the shared tokenizer
-also the exact KL summed along the sampled paths). Then the vector distance again on the same texts
+KL on the text set both ways, and the Monte Carlo KL both ways (with the shared tokenizer the exact KL
+summed along the sampled paths, the figure mixalign reports; beside it the text-level figure). Then the vector distance again on the same texts
 cut into chunks of 8, 32 and 128 tokens: the estimate grows with text length, exact KL does not.
 
 Pairs: the shipped target and base; the target and the main job's result (configs/pile.yaml as
 shipped); the base and the base after 200 uniform steps (pile.yaml's settings, no mixture); two
-checkpoints 100 steps apart; and, if present, the shipped near target and the base.
+checkpoints 100 steps apart; and, if present, the shipped near target with the base and with the main job's result.
 
     python benchmarks/calibration.py            # about 25 min on 2 CPU cores
     python benchmarks/calibration.py --shipped  # only the shipped pairs, no training runs (minutes)
     python benchmarks/calibration.py --quick    # tiny sizes, a smoke run
+    python benchmarks/calibration.py --render   # only the tables again, from benchmarks/results/calibration.json
 
 Writes benchmarks/results/calibration.{json,md}; the full run also fills BENCHMARKS.md and README.md.
 """
@@ -19,6 +20,7 @@ Writes benchmarks/results/calibration.{json,md}; the full run also fills BENCHMA
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -31,7 +33,6 @@ import torch  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS,
     add_run_arguments,
-    machine,
     replace_section,
     set_threads,
     write_result,
@@ -126,30 +127,52 @@ def fmt(value: dict | None, key: str = "bits_per_byte", se: str = "se") -> str:
 
 
 def report(rows: list[dict], textset, mc: int) -> tuple[str, str]:
-    """(the full markdown for BENCHMARKS.md, the short one for README.md)."""
+    """(the full markdown for BENCHMARKS.md, the short one for README.md). With the shared tokenizer the
+    product's Monte Carlo KL (`distance/mc_kl`) is the exact KL summed along the sampled paths; the
+    text-level figure (`..._text_level`, re-encoded samples) stands beside it in the full table."""
     head = (f"bits/byte ± standard error; {len(textset)} texts of the demo text set (B = {textset.mean_bytes:.1f} bytes); "
-            f"Monte Carlo from {mc} samples of a (and of b), text level; \"along paths\": exact KL summed along "
-            "the same sampled token paths.")
-    lines = [head, "", "| a | b | log-likelihood-vector distance | exact KL a->b | exact KL b->a | Monte Carlo a->b | "
-             "Monte Carlo b->a | MC along paths a->b / b->a | vector / exact |", "|" + "---|" * 9]
-    short = ["| pair | log-likelihood-vector distance | exact KL (a->b / b->a) | Monte Carlo KL (a->b / b->a) |",
+            f"Monte Carlo from {mc} samples of a (and of b): \"along paths\" is the exact KL summed along the "
+            "sampled token paths (what `mixalign` reports with a shared tokenizer), \"text level\" re-encodes the "
+            "same samples (the figure across tokenizers).")
+    lines = [head, "", "| a | b | log-likelihood-vector distance | exact KL a->b | exact KL b->a | Monte Carlo along paths "
+             "a->b | Monte Carlo along paths b->a | text level a->b / b->a | vector / exact |", "|" + "---|" * 9]
+    short = ["| pair | log-likelihood-vector distance | exact KL (a->b / b->a) | Monte Carlo KL, along paths (a->b / b->a) |",
              "|---|---|---|---|"]
     for r in rows:
         exact = (r["exact_a_to_b"]["bits_per_byte"] + r["exact_b_to_a"]["bits_per_byte"]) / 2
         llvec = fmt(r["llvec"], "kl_bits_per_byte", "se_bits_per_byte")
-        mc_a, mc_b = (r[k]["text"] if r[k] else None for k in ("mc_a_to_b", "mc_b_to_a"))
-        paths = " / ".join(f"{r[k]['path_exact']['bits_per_byte']:.4f}" if r[k] else "-" for k in ("mc_a_to_b", "mc_b_to_a"))
+        path_a, path_b = (r[k]["path_exact"] if r[k] else None for k in ("mc_a_to_b", "mc_b_to_a"))
+        text = " / ".join(f"{r[k]['text']['bits_per_byte']:.4f}" if r[k] else "-" for k in ("mc_a_to_b", "mc_b_to_a"))
         lines.append(f"| {r['a']} | {r['b']} | {llvec} | {fmt(r['exact_a_to_b'])} | {fmt(r['exact_b_to_a'])} | "
-                     f"{fmt(mc_a)} | {fmt(mc_b)} | {paths} | {r['llvec']['kl_bits_per_byte'] / exact:.1f}x |")
+                     f"{fmt(path_a)} | {fmt(path_b)} | {text} | {r['llvec']['kl_bits_per_byte'] / exact:.1f}x |")
         short.append(f"| {r['a']} vs {r['b']} | {r['llvec']['kl_bits_per_byte']:.3f} | "
                      f"{r['exact_a_to_b']['bits_per_byte']:.3f} / {r['exact_b_to_a']['bits_per_byte']:.3f} | "
-                     + (f"{mc_a['bits_per_byte']:.3f} / {mc_b['bits_per_byte']:.3f} |" if mc_a else "- |"))
+                     + (f"{path_a['bits_per_byte']:.3f} / {path_b['bits_per_byte']:.3f} |" if path_a else "- |"))
     lines += ["", "The vector distance on the same texts cut into chunks of k tokens (bits/byte):", "",
               "| a | b | " + " | ".join(f"{k} tokens" for k in CHUNKS) + " | whole texts |", "|" + "---|" * (len(CHUNKS) + 3)]
     for r in rows:
         lines.append(f"| {r['a']} | {r['b']} | " + " | ".join(f"{r['chunked'][k]['llvec']:.3f}"
                                                              for k in (*map(str, CHUNKS), "whole")) + " |")
     return "\n".join(lines), "\n".join(short)
+
+
+def publish(result: Path, out: Path, quick: bool) -> None:
+    """calibration.md, and the BENCHMARKS.md and README.md sections (full runs), from a results file."""
+    record = json.loads(result.read_text(encoding="utf-8"))
+    textset = load_textset("demo")
+    textset = subset_textset(textset, record["n_texts"]) if record["n_texts"] < len(textset) else textset
+    full, short = report(record["rows"], textset, record["mc_samples"])
+    minutes = record.get("wall_minutes") or sum(r["seconds"] for r in record["rows"]) / 60
+    what = "wall time" if "wall_minutes" in record else "measuring the pairs took (the trained models' runs not counted)"
+    full += f"\n\nMachine: {record['machine']['cpu_model']}, {record['machine']['nproc']} cores; {what} {minutes:.0f} min."
+    if record["shipped_only"]:
+        full += ("\n\nOnly the shipped pair (`--shipped`); the rows with trained models come from the full run, "
+                 "`python benchmarks/calibration.py`.")
+    print(full)
+    write_bytes_atomic(out / "calibration.md", (full + "\n").encode())
+    if not quick:
+        replace_section(REPO / "BENCHMARKS.md", "CALIBRATION", full, result)
+        replace_section(REPO / "README.md", "CALIBRATION", short, result)
 
 
 def main() -> None:
@@ -159,7 +182,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1337, help="fixes the Monte Carlo samples")
     parser.add_argument("--out", default=str(RESULTS), help="results directory")
     parser.add_argument("--shipped", action="store_true", help="only the shipped pairs: no training runs")
+    parser.add_argument("--render", action="store_true", help="only rewrite the tables from <out>/calibration.json")
     args = parser.parse_args()
+    if args.render:
+        return publish(Path(args.out) / "calibration.json", Path(args.out), args.quick)
     set_threads(args.threads)
     out = Path(args.out)
     started = time.time()
@@ -173,17 +199,9 @@ def main() -> None:
     textset = subset_textset(textset, 40) if args.quick else textset
     mc = 8 if args.quick else args.mc
     rows = measure(models, pairs, textset, mc, args.seed)
-    full, short = report(rows, textset, mc)
-    full += f"\n\nMachine: {machine()['cpu_model']}, {machine()['nproc']} cores; wall time {(time.time() - started) / 60:.0f} min."
-    print(full)
-    if args.shipped:
-        full += ("\n\nOnly the shipped pair (`--shipped`); the rows with trained models come from the full run, "
-                 "`python benchmarks/calibration.py`.")
-    write_result("calibration", {"rows": rows, "mc_samples": mc, "n_texts": len(textset), "shipped_only": args.shipped}, out)
-    write_bytes_atomic(out / "calibration.md", (full + "\n").encode())
-    if not args.quick:
-        replace_section(REPO / "BENCHMARKS.md", "CALIBRATION", full, out / "calibration.json")
-        replace_section(REPO / "README.md", "CALIBRATION", short, out / "calibration.json")
+    result = write_result("calibration", {"rows": rows, "mc_samples": mc, "n_texts": len(textset),
+                                          "shipped_only": args.shipped, "wall_minutes": (time.time() - started) / 60}, out)
+    publish(result, out, args.quick)
 
 
 if __name__ == "__main__":
