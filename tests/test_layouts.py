@@ -7,11 +7,13 @@ as `{domain: path or glob}`). Then one test per bad layout, checking the error s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
+import numpy as np
 import pytest
-from helpers import mixalign, write_corpus
+from helpers import TINY, mixalign, write_corpus
 
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.errors import DataError
@@ -33,11 +35,18 @@ def write_lines(path, records) -> str:
 
 
 def prepared_domains(tmp_path, source, **options) -> dict:
-    """The manifest's per-domain counts for `source`, prepared into a fresh cache."""
+    """The manifest's per-domain counts for `source`, prepared into a fresh cache, and a digest of every
+    domain's training and validation token ids: equal digests mean the same tokens in the same order."""
     dm = PileMixtureDataModule(source=source, cache_dir=str(tmp_path / "cache"), **options)
     dm.prepare_data()
     dm.setup("fit")
-    return dm.data.manifest["domains"]
+    arrays = {f"{d}/{split}": np.asarray(dm.data.tokens(d, split)) for d in dm.domains for split in ("train", "val")}
+    return {"counts": dm.data.manifest["domains"], "tokens": {k: digest(a) for k, a in arrays.items()},
+            "token_multisets": {k: digest(np.sort(a)) for k, a in arrays.items()}}
+
+
+def digest(tokens: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(tokens).tobytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +72,9 @@ def test_folder_per_domain_layout_takes_the_domain_from_the_mapping(documents, p
         for part in range(2):  # two shards per folder, no domain field in the records
             write_lines(tmp_path / domain / f"{part}.jsonl", [{"text": t} for t, d in documents[part::2] if d == domain])
         source[domain] = str(tmp_path / domain) if domain != "gamma" else str(tmp_path / domain / "*.jsonl")
-    assert prepared_domains(tmp_path, source) == pile_domains
+    folders = prepared_domains(tmp_path, source)
+    # The documents come in another order (shard by shard), so the same tokens, not the same sequence.
+    assert folders["counts"] == pile_domains["counts"] and folders["token_multisets"] == pile_domains["token_multisets"]
 
 
 def test_parquet_layout_reads_a_domain_column(documents, pile_domains, tmp_path):
@@ -111,6 +122,20 @@ def test_mapping_entry_matching_nothing_names_domain_and_pattern(documents, tmp_
     pattern = str(tmp_path / "beta" / "*.jsonl")
     with pytest.raises(DataError, match=rf"data\.source domain 'beta': pattern '{re.escape(pattern)}' matches no data"):
         prepared_domains(tmp_path, {"alpha": alpha, "beta": pattern})
+
+
+@pytest.mark.slow
+def test_fit_trains_on_the_folder_layout_with_its_mapping(documents, tmp_path):
+    """The folder layout through `mixalign fit` (a tiny model, 4 steps): the mapping's domains are the
+    ones sampled, weighted as asked (the per-domain token counters of the run's last step)."""
+    for domain in ("alpha", "beta", "gamma"):
+        write_lines(tmp_path / "data" / domain / "0.jsonl", [{"text": t} for t, d in documents if d == domain])
+    out = mixalign("fit", "--config", str(TINY), "--data.source", "{alpha: data/alpha, beta: data/beta, gamma: data/gamma}",
+                   "--data.tokenizer", "null", "--data.bpe_vocab_size", "300", "--data.cache_dir", "cache",
+                   "--data.weights", "{alpha: 2, beta: 1, gamma: 1}", "--trainer.max_steps", "4",
+                   "--trainer.default_root_dir", "run", cwd=tmp_path).stdout
+    (summary,) = [line for line in out.splitlines() if line.startswith("SUMMARY")]
+    assert summary.endswith("weights: alpha 0.500, beta 0.250, gamma 0.250"), summary
 
 
 @pytest.mark.slow
