@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -88,18 +87,3 @@ def test_the_downstream_table_covers_the_base_and_the_methods(continued):
         assert len(scores["mean_gap"]) == 1 and 0 <= scores["mean_gap"][0] <= 1
         assert scores["mean_gap"][0] == pytest.approx(sum(scores["task_gaps"][0].values()) / 5)
     assert re.search(r"^\| base \| [0-9.]+ \| [0-9.]+ \|$", (out / "headline-near.md").read_text(), re.M)
-
-
-def test_the_from_scratch_setting_has_its_rows(tmp_path, data_cache, continued):
-    report = headline(tmp_path, data_cache, "--target", "near", "--setting", "scratch", "--no-search", "--significance", "0")
-    methods = [m for m in METHODS if m != "random-best"]
-    assert list(report["results"]) == [*methods[:-1], "aligned-significance-0", "kd"]
-    assert report["search"] == {} and report["runs"] == len(methods) + 1
-    assert f"{len(methods) + 1} training runs" in (tmp_path / "headline-near-scratch.md").read_text()
-    run = Path(report["results"]["aligned-significance-0"][0]["checkpoint"]).parents[1]
-    assert yaml.safe_load((run / "config.yaml").read_text())["mixture"]["significance"] == 0
-    start = {run["start_kl"] for runs in report["results"].values() for run in runs}
-    assert len(start) == 1  # every method starts from the same random model (seed 1)
-    # a random model is far further from the target than the base the continued setting starts from
-    assert start.pop() > 10 * continued[1]["results"]["uniform"][0]["start_kl"]
-    assert (tmp_path / "headline-near-scratch.md").exists()
