@@ -21,6 +21,7 @@ same arguments.
     python benchmarks/headline.py --target near --downstream     # continued pretraining, 3 seeds
     python benchmarks/headline.py --target far --significance 0   # also aligned with no significance test
     python benchmarks/headline.py --target near --setting scratch     # --no-search: no KD grid, no random
+    python benchmarks/headline.py --target far --methods uniform aligned   # only these rows
     python benchmarks/headline.py --quick --out /tmp/headline     # tiny sizes, one seed: the test runs this
 """
 
@@ -77,6 +78,7 @@ class Plan:
     quick: bool
     search: bool
     significance: float | None = None  # also an `aligned` row with this mixture.significance
+    rows: tuple[str, ...] = ()  # only these methods of the table (all when empty)
 
     @property
     def name(self) -> str:
@@ -93,6 +95,15 @@ class Plan:
     @property
     def mc_samples(self) -> int:
         return 4 if self.quick else MC_SAMPLES
+
+    @property
+    def tuning_seed(self) -> int:
+        """The search's data order: the table's own seed when quick (its winners' reruns are then its runs)."""
+        return 1 if self.quick else TUNING_SEED
+
+    def val_interval(self, validations: int) -> int:
+        """Steps between validations (quick: at the start and the end only: each costs a second)."""
+        return self.steps if self.quick else max(1, self.steps // validations)
 
 
 def own_mixture(target: str) -> dict[str, float]:
@@ -122,8 +133,12 @@ def methods(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         table[f"aligned-significance-{plan.significance:g}"] = ["--data.weights", "aligned", "--mixture.significance",
                                                                 str(plan.significance)]
     if not plan.search:
-        return {**table, "kd": next(iter(kd.values()))}, {}
-    return table, {**kd, **random}
+        table["kd"] = next(iter(kd.values()))
+    if unknown := sorted(set(plan.rows) - set(table)):
+        raise SystemExit(f"--methods: no row {unknown} in this table; its rows: {', '.join(table)}")
+    if plan.rows:
+        table = {m: a for m, a in table.items() if m in plan.rows or m.startswith("aligned-significance")}
+    return table, ({**kd, **random} if plan.search else {})
 
 
 def fit(plan: Plan, name: str, seed: int, args: list[str], validations: int) -> Path:
@@ -137,7 +152,7 @@ def fit(plan: Plan, name: str, seed: int, args: list[str], validations: int) -> 
         command = [
             sys.executable, "-m", "mixalign", "fit", "--config", str(config), "--mixture.target", plan.checkpoint,
             "--seed_everything", str(seed), "--data.seed", str(seed), "--data.cache_dir", str(plan.cache_dir),
-            "--trainer.max_steps", str(plan.steps), "--trainer.val_check_interval", str(max(1, plan.steps // validations)),
+            "--trainer.max_steps", str(plan.steps), "--trainer.val_check_interval", str(plan.val_interval(validations)),
             "--checkpoint.every_n_train_steps", str(plan.steps), "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root),
             "--kl.n_texts", str(plan.n_texts), "--kl.mc_samples", str(plan.mc_samples),
@@ -145,7 +160,7 @@ def fit(plan: Plan, name: str, seed: int, args: list[str], validations: int) -> 
             *(QUICK + (["--mixture.warmup_steps", "2"] if plan.setting == "scratch" else []) if plan.quick else []),
             *args,
         ]
-        threads = str(max(1, (os.cpu_count() or 1) // plan.jobs))
+        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // plan.jobs))
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
         if done.returncode:
@@ -235,16 +250,18 @@ def measure(plan: Plan) -> dict:
     aligned = [m for m in table if m.startswith(("aligned", "paper"))]
     chains = [[(m, s, table[m], 4) for s in seeds for m in aligned]]  # they share the domain probes
     chains += [[(m, s, table[m], 4)] for m in table if m not in aligned for s in seeds]
-    chains += [[(m, TUNING_SEED, args, 1)] for m, args in search.items()]
+    chains += [[(m, plan.tuning_seed, args, 1)] for m, args in search.items()]
     done = run_chains(plan, chains, target_losses)
-    tuning = {m: done[m, TUNING_SEED] for m in search}
+    tuning = {m: done[m, plan.tuning_seed] for m in search}
     winners = {}
     for family, method in (("kd", "kd"), ("random", "random-best")):
         candidates = [m for m in search if m.startswith(family)]
         if candidates:
             winners[method] = min(candidates, key=lambda m: tuning[m]["final_kl"])
-    done.update(run_chains(plan, [[(m, s, search[w], 4)] for m, w in winners.items() for s in seeds], target_losses))
-    results = {m: [{"seed": s, **done[m, s]} for s in seeds] for m in [*table, *winners]}
+    reruns = [[(m, s, search[w], 4)] for m, w in winners.items() for s in seeds if s != plan.tuning_seed]
+    done.update(run_chains(plan, reruns, target_losses))
+    rerun = {**done, **{(m, plan.tuning_seed): done[w, plan.tuning_seed] for m, w in winners.items()}}
+    results = {m: [{"seed": s, **rerun[m, s]} for s in seeds] for m in [*table, *winners]}
     search_table = {m: {"final_kl": r["final_kl"], "weights": r["weights"]} for m, r in tuning.items()}
     return {"results": results, "search": search_table, "winners": winners, "target_domain_losses": target_losses,
             "runs": len(done), "run_seconds": sum(r["seconds"] for r in done.values())}
@@ -314,7 +331,7 @@ def search_lines(measured: dict, plan: Plan) -> list[str]:
     random = sorted(r["final_kl"] for m, r in search.items() if m.startswith("random"))
     best = search[winners["random-best"]]["weights"]
     return [
-        f"KD was tuned on the tuning seed ({TUNING_SEED}) over (alpha, T), exact KL model->target after "
+        f"KD was tuned on the tuning seed ({plan.tuning_seed}) over (alpha, T), exact KL model->target after "
         f"{plan.steps} steps: {'; '.join(kd)}; the table's `kd` row is the best, {winners['kd'].removeprefix('kd ')}, "
         "rerun on the table's seeds.",
         f"Random mixtures: {len(random)} drawn from Dirichlet({DIRICHLET:g}) (seed {RANDOM_SEED}), each trained once "
@@ -399,6 +416,9 @@ def main() -> None:
     parser.add_argument("--no-search", dest="search", action="store_false", help="no KD grid, no random mixtures")
     parser.add_argument("--downstream", action="store_true", help="also evaluate each method on the demo tasks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed, a few steps: checks the script")
+    parser.add_argument("--methods", nargs="+", default=[], metavar="METHOD",
+                        help="only these rows of the table (uniform, natural, own-mixture, aligned, paper-direction, "
+                             "paper-distance, paper-rounds; kd with --no-search); default: all")
     parser.add_argument("--significance", type=float, default=None,
                         help="add a row: aligned with this mixture.significance instead of the config's")
     parser.add_argument("--cache-dir", default=str(REPO / "data_cache"), help="prepared-data cache")
@@ -406,7 +426,8 @@ def main() -> None:
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else SETTINGS[args.setting][1])
     plan = Plan(args.target, args.setting, steps, 1 if args.quick else args.seeds, Path(args.out).resolve(),
-                Path(args.cache_dir).resolve(), args.jobs, args.quick, args.search, args.significance)
+                Path(args.cache_dir).resolve(), args.jobs, args.quick, args.search, args.significance, tuple(args.methods))
+    methods(plan)  # an unknown --methods name stops here, before any run
     started = time.time()
     measured = measure(plan)
     if args.downstream:

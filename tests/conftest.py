@@ -13,6 +13,16 @@ from helpers import TARGET_WEIGHTS, mixalign, tiny, write_corpus
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ["OMP_NUM_THREADS"] = "1"
 
+# The files that take longest, longest first: xdist hands out whole files in collection order (pyproject:
+# --no-loadscope-reorder), so these start at once and no long file is left running alone at the end.
+LONGEST_FIRST = ("test_headline.py", "test_mixture.py", "test_callback.py", "test_reliability.py", "test_cli.py",
+                 "test_hf_families.py", "test_headline_scratch.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:

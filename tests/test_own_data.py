@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 SMALLER = {  # appended to each command (the last value of an option wins): sizes for 600 documents
     "textset": ["--n", "30"],
-    "weights": ["--mixture.n_texts", "null", "--mixture.probe_steps", "4"],
+    "weights": ["--mixture.n_texts", "null", "--mixture.probe_steps", "4", "--mixture.candidate_steps", "4"],
     "fit": ["--mixture.n_texts", "null", "--kl.n_texts", "null", "--trainer.max_steps", "6",
             "--trainer.val_check_interval", "6", "--trainer.enable_progress_bar", "false"],
 }
