@@ -78,7 +78,7 @@ CASES = {
                                                for i in range(20)).encode())),
                                      r"domain 'tiny' has \d+ training tokens, fewer than one window of data.block_size \+ 1 = 65"),
     "tokenizer path missing": (lambda w, c: fit(w, c, "--data.tokenizer", str(w / "tok.json"), "--data.bpe_vocab_size", "null"),
-                               r'key "data.tokenizer"[\s\S]*not readable: .*tok.json'),  # the parse names key and file
+                               r"^mixalign fit: error: data.tokenizer: .*File is not readable: .*tok.json.* \(--help lists the options\)$"),
     "vocab larger than the model's": (lambda w, c: fit(w, c, "--data.tokenizer", "gpt2", "--data.bpe_vocab_size", "null",
                                                        "--model.init_from", str(REPO / "checkpoints/base.ckpt"),
                                                        "--model.n_layer", "4", "--model.n_head", "4", "--model.n_embd", "128",
@@ -110,7 +110,7 @@ CASES = {
     "weights without --out": (lambda w, c: ["weights", "--config", str(TINY)], r"required: out"),
     "weights --out an existing directory": (lambda w, c: ["weights", "--config", str(TINY), "--mixture.target", TARGET_NPZ,
                                                           "--out", str(w / "shards")],
-                                            r"--out .*shards: is a directory; name the weights file"),
+                                            r"--out .*shards: is a directory; name the file to write"),
     "corrupt zstd shard": (lambda w, c: fit(w, c, "--data.source", shard(w, "bad.jsonl.zst", b"not zstd at all" * 20)),
                            r"bad.jsonl.zst: not a readable zstd stream \(corrupt or not zstd\)"),
     "mixture.n_texts over the text set": (lambda w, c: ["weights", "--config", str(TINY), "--mixture.target", TARGET_NPZ,
@@ -476,3 +476,124 @@ def test_resuming_with_another_data_stream_is_a_clear_error(change, field, capsy
     assert __import__("re").search(rf"last.ckpt: resuming continues that run's data stream, .*{field}: run .* vs config ",
                                    message), message
     assert last.read_bytes() == before
+
+
+def _vector_file(work: Path, name: str, **arrays) -> str:
+    """The shipped target vector's arrays with some replaced (`None` drops one), or only `arrays` with `only`."""
+    import numpy as np
+
+    with np.load(REPO / "checkpoints/target.npz", allow_pickle=False) as z:
+        kept = {k: z[k] for k in z.files}
+    kept = arrays.pop("only", None) or {**kept, **arrays}
+    np.savez(work / name, **kept)
+    return str(work / name)
+
+
+def _hf_config(work: Path, name: str, config: str) -> str:
+    (work / name).mkdir()
+    if config:
+        (work / name / "config.json").write_text(config)
+    else:
+        (work / name / "model.safetensors").write_bytes(b"")
+    return str(work / name)
+
+
+def _tampered_text_set(work: Path) -> str:
+    texts = [json.dumps({"text": f"{word} " * 30, "domain": word}) for word in ("alpha", "beta")]
+    header = json.dumps({"format": "mixalign-textset", "version": 1, "hash": "deadbeef0000", "n": 2, "meta": {}})
+    return shard(work, "tampered.jsonl", "\n".join([header, *texts, ""]).encode())
+
+
+BASE = str(REPO / "checkpoints" / "base.ckpt")
+SCORE = ["score", "--model", BASE, "--n_texts", "4"]
+# Round two: the same families (data, weights, vectors, text sets, checkpoints, Hugging Face directories,
+# disk, configs), each a one-line error naming the file, field or value, exit 2, nothing written.
+ROUND_TWO = {
+    "weights file holding a list": (lambda w, c: fit(w, c, "--data.weights", shard(w, "w.yaml", b"- 1\n- 2\n")),
+                                    r"w.yaml must hold a mapping of domain -> weight"),
+    "weight NaN": (lambda w, c: fit(w, c, "--data.weights", "{alpha: .nan, beta: 1}"),
+                   r"data.weights: weight of 'alpha' must be a finite number, got nan"),
+    "weight infinite": (lambda w, c: fit(w, c, "--data.weights", "{alpha: .inf, beta: 1}"),
+                        r"data.weights: weight of 'alpha' must be a finite number, got inf"),
+    "weight not a number": (lambda w, c: fit(w, c, "--data.weights", "{alpha: lots, beta: 1}"),
+                            r"^mixalign fit: error: data.weights: .*Got value: lots.*Given value: \{'alpha': 'lots'"),
+    "weights file missing": (lambda w, c: fit(w, c, "--data.weights", str(w / "nope.yaml")),
+                             r"^mixalign fit: error: data.weights: .*File is not readable: '.*nope.yaml'"),
+    "data glob matching nothing": (lambda w, c: fit(w, c, "--data.source", str(w / "nothing-*.jsonl")),
+                                   r"data.source '.*nothing-\*.jsonl': glob matches no .jsonl/.jsonl.zst/.parquet files"),
+    "data folder without shards": (lambda w, c: fit(w, c, "--data.source", str(w / "shards")),
+                                   r"data.source '.*shards': directory has no .jsonl/.jsonl.zst/.parquet files"),
+    "data file of another format": (lambda w, c: fit(w, c, "--data.source", shard(w, "x.jsonl.gz", b"\x1f\x8b..")),
+                                    r"data.source '.*x.jsonl.gz': not a .jsonl/.jsonl.zst/.parquet file"),
+    "JSON line that is a list": (lambda w, c: fit(w, c, "--data.source", shard(w, "l.jsonl", b"[1, 2]\n")),
+                                 r"l.jsonl:1: expected a JSON object, got list"),
+    "text that is a number": (lambda w, c: fit(w, c, "--data.source", shard(w, "n.jsonl", b'{"text": 5, "meta": {}}\n')),
+                              r"n.jsonl:1: missing string field 'text'"),
+    "val_fraction 1": (lambda w, c: fit(w, c, "--data.val_fraction", "1.0"), r"data.val_fraction must be in \(0, 1\), got 1.0"),
+    "block_size 0": (lambda w, c: fit(w, c, "--data.block_size", "0"), r"data.block_size must be a positive integer, got 0"),
+    "batch_size 0": (lambda w, c: fit(w, c, "--data.batch_size", "0"), r"data.batch_size must be a positive integer, got 0"),
+    "vector that is not an .npz": (lambda w, c: ["kl", shard(w, "junk.npz", b"not a zip" * 20), TARGET_NPZ],
+                                   r"junk.npz: cannot read log-likelihood vector"),
+    "vector without its arrays": (lambda w, c: ["kl", _vector_file(w, "bare.npz", only={"other": __import__("numpy").zeros(3)}),
+                                                TARGET_NPZ], r"bare.npz: not a mixalign log-likelihood vector \(missing "),
+    "vector holding pickled objects": (lambda w, c: ["kl", _vector_file(w, "obj.npz", values=__import__("numpy").array(
+        [{"a": 1}] * 1000, dtype=object)), TARGET_NPZ], r"obj.npz: cannot read .*allow_pickle=False"),
+    "vector of two columns": (lambda w, c: ["kl", _vector_file(w, "wide.npz", values=__import__("numpy").zeros((1000, 2))),
+                                            TARGET_NPZ], r"wide.npz: inconsistent log-likelihood vector: \(1000, 2\) values"),
+    "text set edited after it was written": (lambda w, c: ["score", "--model", BASE, "--textset", _tampered_text_set(w),
+                                                           "--out", str(w / "v.npz")],
+                                             r"tampered.jsonl: text set hash mismatch: header says deadbeef0000"),
+    "text set file of another kind": (lambda w, c: ["score", "--model", BASE, "--textset", shard(w, "t.jsonl", b'{"a": 1}\n'),
+                                                    "--out", str(w / "v.npz")], r"t.jsonl: not a mixalign text set"),
+    "model directory without config.json": (lambda w, c: [*SCORE, "--model", _hf_config(w, "noconfig", ""), "--out",
+                                                          str(w / "v.npz")], r"noconfig: a directory without config.json"),
+    "model config.json that is not JSON": (lambda w, c: [*SCORE, "--model", _hf_config(w, "junk", "{oops"), "--out",
+                                                         str(w / "v.npz")], r"junk/config.json: not readable JSON"),
+    "model of an unknown architecture": (lambda w, c: [*SCORE, "--model", _hf_config(w, "alien", '{"model_type": "alien_arch"}'),
+                                                       "--out", str(w / "v.npz")],
+                                         r"alien: cannot load a Hugging Face causal LM and tokenizer from it"),
+    "model path missing": (lambda w, c: [*SCORE, "--model", str(w / "nope.ckpt"), "--out", str(w / "v.npz")],
+                           r"model '.*nope.ckpt': no such file or directory"),
+    "--out under a file": (lambda w, c: [*SCORE, "--out", shard(w, "afile", b"x") + "/v.npz"],
+                           r"--out .*afile/v.npz: .*afile is a file, so nothing can be written under it"),
+    "export --out an existing file": (lambda w, c: ["export", "--ckpt", BASE, "--out", shard(w, "taken", b"x")],
+                                      r"--out .*taken: is a file; name a directory to write"),
+    "--ckpt_path a directory": (lambda w, c: fit(w, c, "--ckpt_path", str(w / "shards")),
+                                r"--ckpt_path .*shards: a directory, not a checkpoint file"),
+    "teacher of another tokenizer": (lambda w, c: fit(w, c, "--model.teacher", BASE),
+                                     r"model.teacher .*base.ckpt: its tokenizer differs from the data's"),
+    "checkpoint without state_dict": (lambda w, c: fit(w, c, "--model.init_from", _saved(w / "nostate.ckpt", {"hello": 1})),
+                                      r"nostate.ckpt: not a Lightning checkpoint \(no 'state_dict'\)"),
+    "config file missing": (lambda w, c: ["fit", "--config", str(w / "nope.yaml")], r"--config .*nope.yaml: no such file"),
+    "config not YAML": (lambda w, c: ["fit", "--config", shard(w, "c.yaml", b"model: [1, 2\n")],
+                        r"--config .*c.yaml: not valid YAML at line 2, column 1"),
+    "mixture.target missing": (lambda w, c: fit(w, c, "--mixture.target", str(w / "gone.ckpt")),
+                               r"^mixalign fit: error: mixture.target: .*File is not readable: '.*gone.ckpt'"),
+    "kl.mc_samples negative": (lambda w, c: fit(w, c, "--mixture.target", TARGET_NPZ, "--kl.mc_samples", "-3"),
+                               r"mc_samples must be >= 0, got -3"),
+    "text set of zero texts asked": (lambda w, c: ["textset", "--config", str(TINY), "--data.source", str(c), "--out",
+                                                   str(w / "ts.jsonl"), "--n", "0"], r"n must be positive, got n = 0"),
+}
+
+
+def _saved(path: Path, obj) -> str:
+    import torch
+
+    torch.save(obj, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(ROUND_TWO))
+def test_bad_input_round_two(case, capsys, work, corpus):
+    """Each case: exit 2, stderr one line matching the pattern (the file, field or value at fault), no output
+    left. Mutations: without `OneLineErrors` the parse errors print the usage above several lines; without
+    `output_path` the --out cases fail after the work (or with a FileExistsError traceback); without
+    `check_config_files` the config cases do not name the file."""
+    args = ROUND_TWO[case][0](work, corpus)
+    before = set(outputs(work))
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and __import__("re").search(ROUND_TWO[case][1], err.strip()), err
+    assert set(outputs(work)) == before, "a failed run left output behind"

@@ -25,6 +25,7 @@ from mixalign.cli.eval import eval_main
 from mixalign.cli.export import export_main
 from mixalign.cli.kl import kl_main
 from mixalign.cli.lightning import MixalignCLI, default_precision
+from mixalign.cli.parsing import check_config_files
 from mixalign.cli.sample import sample_main
 from mixalign.cli.score import score_main
 from mixalign.cli.weights import weights_main
@@ -83,6 +84,7 @@ def main(args: list[str] | None = None) -> None:
         return print(f"mixalign {version('mixalign')}")
     quiet()
     try:
+        check_config_files(argv)
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]].main(argv[1:])
         MixalignCLI(args=args, epilog=subcommand_list())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mixalign.cli.parsing import _data_parser
+from mixalign.cli.parsing import _data_parser, output_path
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.llvec.textset import FEW_TEXTS, build_textset, save_textset
 
@@ -33,6 +33,7 @@ def textset_main(args: list[str]) -> None:
     parser.add_argument("--max_bytes", type=int, default=1024, help="documents are cut into chunks of at most this")
     parser.add_argument("--min_bytes", type=int, default=256, help="only chunks longer than this are kept")
     cfg = parser.parse_args(args)
+    output_path(cfg.out)
     textset = build_textset(cfg.data.source, cfg.n, cfg.textset_seed, cfg.data.split_seed,
                             cfg.data.val_fraction, cfg.data.domains, cfg.stratify, cfg.max_bytes, cfg.min_bytes,
                             cfg.data.domain_field)

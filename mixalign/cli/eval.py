@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from mixalign.cli.parsing import _parser, default_device
+from mixalign.cli.parsing import _parser, default_device, output_path
 from mixalign.downstream import compare_to_target, evaluate_model, format_report, save_report, task_specs
 from mixalign.errors import MixalignError
 
@@ -26,6 +26,7 @@ def eval_main(args: list[str]) -> None:
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--out", default="eval", help="directory for eval.json and eval.png")
     cfg = parser.parse_args(args)
+    output_path(cfg.out, directory=True)
     specs = {Path(m).stem if Path(m).suffix == ".ckpt" else Path(m).name: m for m in [cfg.target, *cfg.models]}
     if len(specs) != 1 + len(cfg.models):
         raise MixalignError("--target and --models: two models have the same name; give them distinct file names")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mixalign.cli.parsing import _parser
+from mixalign.cli.parsing import _parser, output_path
 from mixalign.data.tokenizer import EOT
 from mixalign.errors import MixalignError
 from mixalign.model.checkpoint import load_gpt
@@ -17,6 +17,7 @@ def export_main(args: list[str]) -> None:
     parser.add_argument("--ckpt", required=True, help="mixalign checkpoint (.ckpt)")
     parser.add_argument("--out", required=True, help="directory to write (absent or empty)")
     cfg = parser.parse_args(args)
+    output_path(cfg.out, directory=True)
     model, tokenizer_json = load_gpt(cfg.ckpt)
     if tokenizer_json is None:
         raise MixalignError(f"{cfg.ckpt}: no tokenizer is stored with this checkpoint, so it cannot be exported whole")

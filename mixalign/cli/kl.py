@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from mixalign.cli.parsing import _parser, _textset, default_device
+from mixalign.cli.parsing import _parser, _textset, default_device, output_path
 from mixalign.io import write_bytes_atomic
 from mixalign.llvec.compare import Measured, pair_distances
 from mixalign.llvec.models import load_model
@@ -68,6 +68,8 @@ def kl_main(args: list[str]) -> None:
     cfg = parser.parse_args(args)
     if len(cfg.inputs) < 2:
         parser.error("give at least two vectors or models")
+    output_path(cfg.out)
+    output_path(cfg.map, "--map")
     textset = _textset(cfg.textset, cfg.n_texts) if any(not i.endswith(".npz") for i in cfg.inputs) else None
     measured = [_measured(item, textset, cfg.device, cfg.max_batch_tokens) for item in cfg.inputs]
     check_same_textset(*(m.vector for m in measured))

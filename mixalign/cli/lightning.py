@@ -21,7 +21,7 @@ from mixalign.callbacks.kl import LogLikelihoodKL
 from mixalign.callbacks.mixture import AlignedMixture
 from mixalign.callbacks.ownership import OwnCheckpointDir
 from mixalign.callbacks.progress import PlainProgress, StepProgressBar
-from mixalign.cli.parsing import LineBreakFormatter
+from mixalign.cli.parsing import LineBreakFormatter, OneLineErrors
 from mixalign.cli.summary import summary_line, write_summary
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.errors import MixalignError
@@ -34,9 +34,9 @@ from mixalign.units import DEFAULT_SEED
 LOGS = "lightning_logs"
 
 
-class AnchoredParser(LightningArgumentParser):
+class AnchoredParser(OneLineErrors, LightningArgumentParser):
     """A parser whose dumps name every input path absolutely: `--print_config > my.yaml`, like the run's
-    saved config.yaml, then works as `--config my.yaml` from any directory."""
+    saved config.yaml, then works as `--config my.yaml` from any directory; its errors are one line."""
 
     def dump(self, cfg, *args, **kwargs) -> str:
         return super().dump(anchored(cfg.clone()), *args, **kwargs)
@@ -207,7 +207,8 @@ def resume_hparams(ckpt_path: str, model) -> tuple[dict, dict | None]:
     comes from the data's tokenizer later): a clear error for a missing, unreadable, pickled or
     truncated file, and one naming the differing fields for another architecture."""
     if not Path(ckpt_path).is_file():
-        raise MixalignError(f"--ckpt_path {ckpt_path}: no such file")
+        what = "a directory, not a checkpoint file" if Path(ckpt_path).is_dir() else "no such file"
+        raise MixalignError(f"--ckpt_path {ckpt_path}: {what}")
     try:
         checkpoint = read_checkpoint(ckpt_path, mmap=True)
     except MixalignError as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from mixalign.cli.parsing import _parser, default_device
+from mixalign.cli.parsing import _parser, default_device, output_path
 from mixalign.errors import MixalignError
 from mixalign.io import write_bytes_atomic
 from mixalign.llvec.models import load_model
@@ -28,6 +28,7 @@ def sample_main(args: list[str]) -> None:
     parser.add_argument("--device", default=default_device(), help="default: cuda where there is a GPU")
     parser.add_argument("--out", type=Optional[str], default=None, help="also write the samples as JSON lines")
     cfg = parser.parse_args(args)
+    output_path(cfg.out)
     model = load_model(cfg.model, device=cfg.device)
     start = [] if model.doc_start_id is None else [model.doc_start_id]
     prompt = start + (model.encode_batch([cfg.prompt])[0] if cfg.prompt else [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from mixalign.cli.parsing import _parser, _textset, default_device
+from mixalign.cli.parsing import _parser, _textset, default_device, output_path
 from mixalign.llvec.estimators import to_bits_per_byte
 from mixalign.llvec.models import load_model
 from mixalign.llvec.vectors import save_vector, vector_from_scores
@@ -21,6 +21,7 @@ def score_main(args: list[str]) -> None:
     parser.add_argument("--device", default=default_device(), help="default: cuda where there is a GPU")
     parser.add_argument("--max_batch_tokens", type=Optional[int], default=None, help="default: by device")
     cfg = parser.parse_args(args)
+    output_path(cfg.out)
     textset = _textset(cfg.textset, cfg.n_texts)
     model = load_model(cfg.model, device=cfg.device)
     result = model.score(textset, max_batch_tokens=cfg.max_batch_tokens, progress=f"scoring {Path(cfg.model).name}")

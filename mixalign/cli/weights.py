@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mixalign.callbacks.kl import texts_for
 from mixalign.callbacks.mixture import AUTOCAST, moving_away_note, no_exact_note
 from mixalign.cli.lightning import MixalignCLI
+from mixalign.cli.parsing import output_path
 from mixalign.errors import MixalignError
 from mixalign.mixture.method import align
 from mixalign.mixture.probes import ONE_PROCESS, Ranks, gather_objects
@@ -22,8 +21,7 @@ def weights_main(args: list[str]) -> None:
     if mixture.warmup_steps:
         raise MixalignError("mixture.warmup_steps > 0: the mixture depends on the warm-up training, which is the "
                             "run's own first steps; run `mixalign fit` (the weights land in the run directory)")
-    if Path(cli.config["out"]).is_dir():  # before the probes, not after them
-        raise MixalignError(f"--out {cli.config['out']}: is a directory; name the weights file (.yaml) to write")
+    output_path(cli.config["out"])  # before the probes, not after them
     texts_for("mixture", mixture.textset, mixture.n_texts)  # a bad mixture.n_texts fails before the data, naming the key
     starts = round_starts(trainer.max_steps, mixture.rounds, 0)
     ranks = weights_ranks(trainer)
