@@ -81,6 +81,18 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # this module loads as a script starts
+
+
+def measured_on(record: dict) -> str:
+    """When, on what and under what load a record was measured, as one sentence for the docs."""
+    m = record["machine"]
+    load = m.get("load_average_at_start")
+    return (f"Measured by `{record['command']}` on {m['date_utc'].replace('T', ' ').rstrip('Z')} UTC: {m['nproc']} cores "
+            f"({m['cpu_model']}), torch {m['torch']}, {m['torch_threads']} torch thread(s)"
+            + (f", load average {load:.2f} when it started" if load is not None else "") + ".")
+
+
 def machine() -> dict[str, Any]:
     """nproc, CPU model, RAM, versions, date: recorded next to every figure."""
     cpu = "unknown"
@@ -112,6 +124,7 @@ def machine() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_at_start": LOAD_AT_START,
     }
     return info
 

@@ -25,12 +25,15 @@ import torch  # noqa: E402
 from _common import (  # noqa: E402
     PILE_MODEL,
     PILE_OPTIM,
+    REPO,
     RESULTS,
     SEED,
     add_run_arguments,
+    measured_on,
     median,
     peak_rss_mib,
     prepared_datamodule,
+    replace_section,
     set_threads,
     table,
     write_result,
@@ -60,6 +63,24 @@ def training_rate(dm, steps: int) -> tuple[float, str]:
         loss.backward()
         optimizer.step()
     return steps * dm.batch_size / (time.perf_counter() - start), f"plain loop measured here ({steps} steps)"
+
+
+def render(record: dict) -> str:
+    """BENCHMARKS.md's table of the sampler's rate against training's, from its results file."""
+    summary, settings = record["summary"], record["settings"]
+    met = "met" if summary["target_met"] else "not met"
+    return "\n".join([
+        f"{measured_on(record)} {settings['repeats']} repeats of {settings['batches']:,} batches of "
+        f"{settings['batch_size']} x {settings['block_size']} tokens over {settings['domains']} domains ({settings['weights']} "
+        f"weights); medians count. The training rate: {summary['training_rate_source']}.", "",
+        "| what | samples/s | × training |", "|---|---|---|",
+        f"| `MixtureBatches.batch` | {summary['sampler_samples_per_s']:,.0f} ({summary['sampler_ms_per_batch']:.3f} ms per batch) | "
+        f"**{summary['ratio_sampler_over_training']:,.0f}x** |",
+        f"| DataLoader, as Lightning pulls it | {summary['dataloader_samples_per_s']:,.0f} | "
+        f"{summary['ratio_dataloader_over_training']:,.0f}x |",
+        f"| training consumption | {summary['training_samples_per_s']:,.1f} | 1x |", "",
+        f"Target >= {summary['target_ratio']:.0f}x: **{met}**. Peak RSS {summary['peak_rss_mib']['end']:,.0f} MiB.",
+    ])
 
 
 def main() -> None:
@@ -110,6 +131,8 @@ def main() -> None:
                 "domains": len(dm.domains), "weights": "uniform", "threads": torch.get_num_threads(), "quick": args.quick}
     path = write_result("bench_data_quick" if args.quick else "bench_data", {"settings": settings, "summary": summary,
                                                                              "direct": direct, "dataloader": loader})
+    if not args.quick:
+        replace_section(REPO / "BENCHMARKS.md", "BENCH_DATA", render(json.loads(path.read_text())), path)
     print()
     print(table(["what", "samples/s", "x training"], [
         ["MixtureBatches.batch", med_direct, med_direct / rate],

@@ -24,6 +24,7 @@ the time from below, so reference time / that bound is the most any batching cou
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import median, peak_rss_mib, table, write_result  # noqa: E402
+from _common import REPO, measured_on, median, peak_rss_mib, replace_section, table, write_result  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from mixalign.llvec.scoring import default_head_rows, score_gpt, score_token_ids  # noqa: E402
@@ -81,6 +82,43 @@ def matmul_gflops(device) -> float:
     a @ b
     seconds, _ = timed(lambda: [a @ b for _ in range(20)])
     return 20 * 2 * 1024**3 / seconds / 1e9
+
+
+def render(record: dict) -> str:
+    """BENCHMARKS.md's tables of the scoring comparison and its compute ceiling, from its results file."""
+    settings, summary = record["settings"], record["summary"]
+
+    def seconds(run: dict, side: str) -> str:
+        return ", ".join(f"{t:.2f}" for t in run["seconds"][side])
+
+    speed, ceiling = [], []
+    for run in summary["runs"]:
+        speed.append(f"| {run['threads']} | {run['texts_per_s']['one_at_a_time']:.1f} ({seconds(run, 'one_at_a_time')} s) | "
+                     f"{run['texts_per_s']['batched']:.1f} ({seconds(run, 'batched')} s) | "
+                     f"**{run['ratio_batched_over_one_at_a_time']:.2f}x** | {run['max_possible_ratio']:.2f}x | "
+                     f"{run['max_abs_diff_nats']:.1e} nats |")
+        ceiling.append(f"| {run['threads']} | {run['matmul_gflops']:.1f} GFLOP/s | {run['lower_bound_seconds']:.1f} s | "
+                       f"{run['median_seconds']['one_at_a_time']:.1f} s ({run['one_at_a_time_gflops']:.1f} GFLOP/s) | "
+                       f"{run['median_seconds']['batched']:.1f} s ({run['batched_gflops']:.1f} GFLOP/s) |")
+    best = max(run["ratio_batched_over_one_at_a_time"] for run in summary["runs"])
+    worst_diff = max(run["max_abs_diff_nats"] for run in summary["runs"])
+    flops = settings["flops"]
+    return "\n".join([
+        f"{measured_on(record)} {settings['n_texts']:,} texts ({settings['windows']:,} windows, "
+        f"{settings['window_positions']:,} positions through the blocks for {settings['scored_positions']:,} scored "
+        f"tokens), {settings['repeats']} interleaved runs of each side per thread count; medians count.", "",
+        "| threads | one at a time texts/s | batched texts/s | **ratio** | ceiling ratio | max \\|diff\\| |",
+        "|---|---|---|---|---|---|", *speed, "",
+        f"The ceiling: any scorer must run the blocks at every window position and the head at the scored ones, "
+        f"{flops['needed'] / 1e12:.3f} TFLOP (the reference spends {flops['reference'] / 1e12:.3f}); at the speed of a "
+        "large square matmul on this CPU (measured in the same run) that takes:", "",
+        "| threads | matmul throughput (1024², float32) | shortest possible time | one at a time | batched |",
+        "|---|---|---|---|---|", *ceiling, "",
+        f"Peak RSS {summary['peak_rss_mib']['after_setup']:,.0f} MiB after setup, {summary['peak_rss_mib']['end']:,.0f} MiB "
+        f"at the end. Max |difference| <= {summary['target_max_diff_nats']:.0e} nats: "
+        f"**{'met' if worst_diff <= summary['target_max_diff_nats'] else 'not met'}**; batched >= "
+        f"{summary['target_ratio']:.0f}x one at a time: **{'met' if best >= summary['target_ratio'] else 'not met'}**.",
+    ])
 
 
 def main() -> None:
@@ -160,6 +198,8 @@ def main() -> None:
     summary = {"runs": runs, "peak_rss_mib": {"after_setup": rss_setup, "end": rss_end},
                "target_ratio": 4.0, "target_max_diff_nats": 1e-4}
     path = write_result("bench_scoring_quick" if args.quick else "bench_scoring", {"settings": settings, "summary": summary})
+    if not args.quick and args.device == "cpu":
+        replace_section(REPO / "BENCHMARKS.md", "BENCH_SCORING", render(json.loads(path.read_text())), path)
 
     print(f"\n{len(token_ids)} texts, {scored:,} scored tokens, {positions:,} window positions "
           f"({positions / scored:.2f} per scored token); budget {settings['max_batch_tokens']} tokens, "

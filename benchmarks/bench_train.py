@@ -38,12 +38,15 @@ from _common import (  # noqa: E402
     PILE_MODEL,
     PILE_OPTIM,
     PILE_TRAINER,
+    REPO,
     RESULTS,
     SEED,
     add_run_arguments,
+    measured_on,
     median,
     peak_rss_mib,
     prepared_datamodule,
+    replace_section,
     set_threads,
     table,
     write_result,
@@ -220,6 +223,26 @@ def profile(args) -> None:
     print(f"profiles written to {path}")
 
 
+def render(record: dict) -> str:
+    """BENCHMARKS.md's table of one comparison, from its results file."""
+    summary, settings = record["summary"], record["settings"]
+    rows = []
+    for side in ("lightning", "plain"):
+        runs = " ".join(f"{r['tokens_per_s']:.0f}" for r in record["runs"] if r["side"] == side)
+        rows.append(f"| {side} | {summary[side + '_median_tokens_per_s']:,.0f} | {runs} | "
+                    f"{summary['peak_rss_mib'][side]:,.0f} MiB |")
+    ratio, target = summary["ratio_lightning_over_plain"], summary["target_ratio"]
+    return "\n".join([
+        f"{measured_on(record)} {settings['runs_each']} runs a side, interleaved; each a fresh process, "
+        f"{settings['warmup_steps']} untimed then {settings['timed_steps']} timed steps of {settings['batch_size']} x "
+        f"{settings['model']['block_size']} tokens.", "",
+        "| side | median tokens/s | runs (tokens/s) | peak RSS |", "|---|---|---|---|", *rows,
+        f"| **ratio of medians** | **{ratio:.3f}** | | |", "",
+        f"Target Lightning / plain >= {target}: **{'met' if ratio >= target else 'not met'}**. The final losses of "
+        f"the two sides differ by at most {summary['max_final_loss_difference']:.1e}.",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="runs of each side, interleaved L, P, L, P, ...")
@@ -291,6 +314,8 @@ def main() -> None:
     if args.threads != 1:
         name += f"_threads{args.threads or 'default'}"
     path = write_result(name, {"settings": settings, "summary": summary, "runs": runs})
+    if name in ("bench_train", "bench_train_threadsdefault"):
+        replace_section(REPO / "BENCHMARKS.md", name.upper(), render(json.loads(path.read_text())), path)
 
     print()
     print(table(["side", "median tokens/s", "runs (tokens/s)", "peak RSS MiB"], [

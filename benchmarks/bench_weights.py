@@ -18,6 +18,7 @@ A full alignment on the demo data runs 8 domain probes + 1 linearity-check probe
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import tracemalloc
@@ -30,11 +31,14 @@ import torch  # noqa: E402
 from _common import (  # noqa: E402
     PILE_MODEL,
     PILE_OPTIM,
+    REPO,
     SEED,
     add_run_arguments,
+    measured_on,
     median,
     peak_rss_mib,
     prepared_datamodule,
+    replace_section,
     set_threads,
     table,
     write_result,
@@ -126,6 +130,30 @@ def bench_probes(args) -> dict:
     }
 
 
+def render(record: dict) -> str:
+    """BENCHMARKS.md's tables of the solver's and one probe's time, from its results file."""
+    summary, solver, probes = record["summary"], record["solver"], record["probes"]
+    met = "met" if summary["solver_target_met"] else "not met"
+    domains = ", ".join(p["domain"] for p in probes["probes"])
+    return "\n".join([
+        f"{measured_on(record)} Solver: N = {solver['N']:,} texts, K = {solver['K']} domains, the median of "
+        f"{len(next(iter(solver['all_s'].values())))} runs.", "",
+        "| call | median s |", "|---|---|",
+        *(f"| `{name}` | {seconds:.4f} |" for name, seconds in solver["median_s"].items()), "",
+        f"Target < {summary['solver_target_s']:.0f} s: **{met}**.", "",
+        f"Probe: {probes['probe_steps']} `train_steps` then `score_gpt` on {probes['n_texts']:,} texts; the median of "
+        f"{len(probes['probes'])} probes ({domains}).", "",
+        "| part | seconds |", "|---|---|",
+        f"| {probes['probe_steps']} `train_steps` | {summary['probe_train_s']:.1f} |",
+        f"| scoring {probes['n_texts']:,} texts | {summary['probe_score_s']:.1f} |",
+        f"| **per probe** | **{summary['probe_s']:.1f}** |",
+        f"| projected alignment ({probes['projected_alignment_probes']} probes and the base's scoring) | "
+        f"{summary['projected_alignment_s']:.0f} |", "",
+        f"Peak RSS {summary['peak_rss_mib']['after_solver']:,.0f} MiB after the solver, "
+        f"{summary['peak_rss_mib']['after_probes']:,.0f} MiB after the probes.",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--N", type=int, default=10_000, help="texts (rows of A)")
@@ -165,6 +193,8 @@ def main() -> None:
                 "probe_learning_rate": PILE_OPTIM["learning_rate"], "grad_clip": 1.0}
     path = write_result("bench_weights_quick" if args.quick else "bench_weights",
                         {"settings": settings, "summary": summary, "solver": solver, "probes": probes})
+    if not args.quick:
+        replace_section(REPO / "BENCHMARKS.md", "BENCH_WEIGHTS", render(json.loads(path.read_text())), path)
     print()
     print(table(["figure", "seconds"], [
         [f"solve_direction (N={args.N}, K={args.K})", solver_s],
