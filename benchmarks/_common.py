@@ -84,12 +84,13 @@ def set_threads(threads: int) -> None:
 LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # this module loads as a script starts
 
 
-def measured_on(record: dict) -> str:
-    """When, on what and under what load a record was measured, as one sentence for the docs."""
+def measured_on(record: dict, threads: bool = True) -> str:
+    """When, on what and under what load a record was measured, as one sentence for the docs (threads: the
+    torch threads it ran with, for a script that does not vary them)."""
     m = record["machine"]
     load = m.get("load_average_at_start")
     return (f"Measured by `{record['command']}` on {m['date_utc'].replace('T', ' ').rstrip('Z')} UTC: {m['nproc']} cores "
-            f"({m['cpu_model']}), torch {m['torch']}, {m['torch_threads']} torch thread(s)"
+            f"({m['cpu_model']}), torch {m['torch']}" + (f", {m['torch_threads']} torch thread(s)" if threads else "")
             + (f", load average {load:.2f} when it started" if load is not None else "") + ".")
 
 

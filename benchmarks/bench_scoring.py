@@ -104,7 +104,7 @@ def render(record: dict) -> str:
     worst_diff = max(run["max_abs_diff_nats"] for run in summary["runs"])
     flops = settings["flops"]
     return "\n".join([
-        f"{measured_on(record)} {settings['n_texts']:,} texts ({settings['windows']:,} windows, "
+        f"{measured_on(record, threads=False)} {settings['n_texts']:,} texts ({settings['windows']:,} windows, "
         f"{settings['window_positions']:,} positions through the blocks for {settings['scored_positions']:,} scored "
         f"tokens), {settings['repeats']} interleaved runs of each side per thread count; medians count.", "",
         "| threads | one at a time texts/s | batched texts/s | **ratio** | ceiling ratio | max \\|diff\\| |",

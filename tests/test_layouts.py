@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from helpers import TINY, mixalign, write_corpus
 
+from mixalign.cli import main
 from mixalign.data.datamodule import PileMixtureDataModule
 from mixalign.errors import DataError
 from mixalign.llvec.textset import build_textset
@@ -136,6 +137,32 @@ def test_fit_trains_on_the_folder_layout_with_its_mapping(documents, tmp_path):
                    "--trainer.default_root_dir", "run", cwd=tmp_path).stdout
     (summary,) = [line for line in out.splitlines() if line.startswith("SUMMARY")]
     assert summary.endswith("weights: alpha 0.500, beta 0.250, gamma 0.250"), summary
+
+
+def field_layout(layout: str, documents, tmp_path) -> tuple[str, str]:
+    """(data.source, data.domain_field) of the documents written in a layout that keeps domains in a field."""
+    if layout == "parquet":
+        pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+        pq.write_table(pa.table({"text": [t for t, _ in documents], "domain": [d for _, d in documents]}),
+                       tmp_path / "rows.parquet")
+        return str(tmp_path / "rows.parquet"), "domain"
+    if layout == "slimpajama":
+        records = [{"text": t, "meta": {"redpajama_set_name": d}} for t, d in documents]
+        return write_lines(tmp_path / "slim.jsonl", records), "meta.redpajama_set_name"
+    return write_lines(tmp_path / "dolma.jsonl", [{"text": t, "source": d} for t, d in documents]), "source"
+
+
+@pytest.mark.parametrize("layout", ["slimpajama", "dolma", "parquet"])
+def test_fit_trains_on_each_field_layout(layout, documents, tmp_path, capsys):
+    """Each layout that keeps the domain in a field through `mixalign fit` (in process, 2 steps): the
+    field's domains are the ones sampled, weighted as asked (mutation: a reader that ignores
+    data.domain_field finds no `meta.pile_set_name` and stops)."""
+    source, field = field_layout(layout, documents, tmp_path)
+    main(["fit", "--config", str(TINY), "--data.source", source, "--data.domain_field", field, "--data.tokenizer", "null",
+          "--data.bpe_vocab_size", "300", "--data.cache_dir", str(tmp_path / "cache"), "--data.weights",
+          "{alpha: 1, beta: 1, gamma: 2}", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "run")])
+    (summary,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("SUMMARY")]
+    assert summary.endswith("weights: alpha 0.250, beta 0.250, gamma 0.500"), summary
 
 
 @pytest.mark.slow
