@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from helpers import TARGET_WEIGHTS, mixalign, tiny, write_corpus
 
 # pytest-xdist runs two test files at once (pyproject's addopts): one thread per worker, inherited
@@ -29,21 +30,33 @@ def corpus(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus") / "00.jsonl")
 
 
-@pytest.fixture(scope="session")
-def data_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data_cache")
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder every xdist worker of this session shares (one build of an expensive fixture, not one per worker)."""
+    root = tmp_path_factory.getbasetemp()
+    path = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / name
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory) -> Path:
-    """Prepared demo data shared by every end-to-end test (preparing takes seconds)."""
-    return tmp_path_factory.mktemp("demo_cache")
+    """Prepared demo data shared by every end-to-end test and worker (preparers may run at once: the cache
+    is built in a temporary folder and renamed, tests/test_reliability.py)."""
+    return shared_dir(tmp_path_factory, "demo_cache")
+
+
+@pytest.fixture(scope="session")
+def data_cache(demo_cache) -> Path:
+    return demo_cache
 
 
 @pytest.fixture(scope="session")
 def tiny_target(tmp_path_factory, demo_cache) -> Path:
-    """A tiny target: the tiny config trained 60 steps on TARGET_WEIGHTS."""
-    work = tmp_path_factory.mktemp("target")
-    mixalign("fit", *tiny("--data.weights", TARGET_WEIGHTS, "--trainer.max_steps", "60",
-                          "--trainer.default_root_dir", "run", cache=demo_cache), cwd=work)
-    return work / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    """A tiny target: the tiny config trained 60 steps on TARGET_WEIGHTS (by the first worker to ask)."""
+    work = shared_dir(tmp_path_factory, "target")
+    checkpoint = work / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    with FileLock(str(work) + ".lock"):
+        if not checkpoint.exists():
+            mixalign("fit", *tiny("--data.weights", TARGET_WEIGHTS, "--trainer.max_steps", "60",
+                                  "--trainer.default_root_dir", "run", cache=demo_cache), cwd=work)
+    return checkpoint

@@ -98,7 +98,7 @@ def test_pile_yaml_short_run_ends_with_summary(tmp_path, demo_cache):
     root = tmp_path / "run"
     out = mixalign(
         "fit", "--config", str(PILE), "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
-        "--kl.n_texts", "40", "--mixture.n_texts", "40", "--mixture.probe_steps", "3",
+        "--kl.n_texts", "16", "--mixture.n_texts", "16", "--mixture.probe_steps", "3",
         "--mixture.candidate_steps", "3", "--data.cache_dir", str(demo_cache), "--trainer.default_root_dir", str(root),
         "--mixture.cache_dir", str(root / "mixture_cache"), cwd=REPO,
     ).stdout
