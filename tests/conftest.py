@@ -46,11 +46,6 @@ def demo_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def data_cache(demo_cache) -> Path:
-    return demo_cache
-
-
-@pytest.fixture(scope="session")
 def tiny_target(tmp_path_factory, demo_cache) -> Path:
     """A tiny target: the tiny config trained 60 steps on TARGET_WEIGHTS (by the first worker to ask)."""
     work = shared_dir(tmp_path_factory, "target")

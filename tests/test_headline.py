@@ -17,9 +17,9 @@ METHODS = ["uniform", "natural", "own-mixture", "aligned", "paper-direction", "p
            "kd", "random-best"]
 
 
-def headline(out, data_cache, *args: str) -> dict:
+def headline(out, demo_cache, *args: str) -> dict:
     subprocess.run([sys.executable, "benchmarks/headline.py", "--quick", "--jobs", "1", "--out", str(out),
-                    "--cache-dir", str(data_cache), *args], cwd=REPO, check=True, capture_output=True, text=True,
+                    "--cache-dir", str(demo_cache), *args], cwd=REPO, check=True, capture_output=True, text=True,
                    env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"})
     return json.loads(next(out.glob("headline-*.json")).read_text())
 
@@ -28,9 +28,9 @@ pytestmark = pytest.mark.slow  # every test here reads one quick headline run (m
 
 
 @pytest.fixture(scope="module")
-def continued(tmp_path_factory, data_cache):
+def continued(tmp_path_factory, demo_cache):
     out = tmp_path_factory.mktemp("headline")
-    return out, headline(out, data_cache, "--target", "near", "--downstream")
+    return out, headline(out, demo_cache, "--target", "near", "--downstream")
 
 
 def test_every_method_is_measured_and_the_winners_are_the_searchs_best(continued):

@@ -15,10 +15,10 @@ from test_headline import headline
 pytestmark = pytest.mark.slow
 
 
-def test_the_from_scratch_setting_has_its_rows(tmp_path, data_cache):
+def test_the_from_scratch_setting_has_its_rows(tmp_path, demo_cache):
     """Three rows of the table (`--methods`) and the significance row: the setting, not the methods, is checked
     here (test_headline.py runs every method)."""
-    report = headline(tmp_path, data_cache, "--target", "near", "--setting", "scratch", "--no-search",
+    report = headline(tmp_path, demo_cache, "--target", "near", "--setting", "scratch", "--no-search",
                       "--significance", "0", "--methods", "uniform", "aligned", "kd")
     assert list(report["results"]) == ["uniform", "aligned", "aligned-significance-0", "kd"]  # kd: one untuned setting
     assert report["search"] == {} and report["runs"] == 4
@@ -32,7 +32,7 @@ def test_the_from_scratch_setting_has_its_rows(tmp_path, data_cache):
     assert (tmp_path / "headline-near-scratch.md").exists()
 
 
-def test_a_method_not_in_the_table_stops_before_any_run(tmp_path, data_cache):
+def test_a_method_not_in_the_table_stops_before_any_run(tmp_path, demo_cache):
     done = subprocess.run([sys.executable, "benchmarks/headline.py", "--quick", "--out", str(tmp_path), "--methods",
                            "uniform", "magic"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 1 and "--methods: no row ['magic'] in this table; its rows: uniform," in done.stderr
