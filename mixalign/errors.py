@@ -12,3 +12,10 @@ class MixalignError(ValueError):
 
 class DataError(MixalignError):
     """A problem with the user's data, described well enough to fix it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line (for a pickle refused by weights_only: the reason, not the advice)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    unsafe = [line.strip() for line in lines if "WeightsUnpickler error" in line or "unsupported GLOBAL" in line]
+    return (unsafe or lines or [type(exc).__name__])[0]

@@ -1,16 +1,20 @@
-"""Atomic file writing: every file mixalign writes appears whole or not at all."""
+"""File input and output: every file mixalign writes appears whole or not at all, and a PyTorch file a user
+names is read with `weights_only=True` (it never runs code)."""
 
 from __future__ import annotations
 
 import errno
 import os
+import pickle
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from mixalign.errors import MixalignError
+import torch
+
+from mixalign.errors import MixalignError, first_line
 
 
 @contextmanager
@@ -34,6 +38,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_torch_file(path: str | os.PathLike, what: str, mmap: bool = False):
+    """`torch.load` of a file a user names, `weights_only=True`: a pickled object is refused, never run; a
+    cut or foreign file is a one-line error naming it (`what`: the message's noun, e.g. "checkpoint")."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise MixalignError(f"{path}: refused: the {what} holds objects other than tensors and plain values, "
+                            f"and loading it could run code ({first_line(exc)})") from None
+    except Exception as exc:
+        raise MixalignError(f"{path}: cannot load {what} (truncated or corrupt, or not a PyTorch file): "
+                            f"{first_line(exc)}") from None
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mixalign.assets import SHIPPED_TOKENIZERS
-from mixalign.data.prepare import PrepareConfig, PreparedData, SplitTokens, prepare
+from mixalign.data.prepare import ENCODE_CHARS, PrepareConfig, PreparedData, SplitTokens, prepare
 from mixalign.data.reader import DEFAULT_DOMAIN_FIELD
 from mixalign.data.sampling import BatchIndices, FixedWindows, MixtureBatches
 from mixalign.data.schedule import WeightSchedule
@@ -50,6 +50,8 @@ class PileMixtureDataModule(L.LightningDataModule):
         skip_malformed: skip malformed lines with a counted warning instead of failing.
         domain_field: dotted path to each record's domain (a column for Parquet): ``meta.pile_set_name``
             (the Pile), ``meta.redpajama_set_name`` (SlimPajama), ``source`` (Dolma), ``domain``.
+        encode_chars: the most characters tokenized at once; a longer document is tokenized in pieces cut
+            before a space, so preparation's memory stays bounded (~150 bytes a character) on any line.
     """
 
     def __init__(
@@ -70,9 +72,11 @@ class PileMixtureDataModule(L.LightningDataModule):
         num_proc: int = 1,
         skip_malformed: bool = False,
         domain_field: str = DEFAULT_DOMAIN_FIELD,
+        encode_chars: int = ENCODE_CHARS,
     ):
         super().__init__()
-        _check_positive(block_size=block_size, batch_size=batch_size, val_windows_per_domain=val_windows_per_domain)
+        _check_positive(block_size=block_size, batch_size=batch_size, val_windows_per_domain=val_windows_per_domain,
+                        encode_chars=encode_chars)
         if not 0 < val_fraction < 1:
             raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
         if tokenizer is None and bpe_vocab_size is None:
@@ -90,6 +94,7 @@ class PileMixtureDataModule(L.LightningDataModule):
             split_seed=split_seed,
             skip_malformed=skip_malformed,
             domain_field=domain_field,
+            encode_chars=encode_chars,
         )
         # Known before any data is read, so the CLI can link it into the model's config.
         self.vocab_size = load_tokenizer(tokenizer).get_vocab_size() if tokenizer else bpe_vocab_size

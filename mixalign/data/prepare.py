@@ -43,6 +43,7 @@ from mixalign.errors import DataError
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 _ENCODE_BATCH = 256
+ENCODE_CHARS = 1_000_000  # data.encode_chars: the tokenizer's working memory is ~150 bytes a character
 
 
 def is_heldout(text: str, seed: int, val_fraction: float) -> bool:
@@ -75,6 +76,7 @@ class PrepareConfig:
     split_seed: int
     skip_malformed: bool
     domain_field: str = DEFAULT_DOMAIN_FIELD  # dotted path to each record's domain
+    encode_chars: int = ENCODE_CHARS  # the most characters tokenized at once: a longer document goes in pieces
 
 
 class PreparedData:
@@ -152,6 +154,8 @@ def cache_key(config: PrepareConfig, shards: list[Shard]) -> str:
     }
     if config.domain_field != DEFAULT_DOMAIN_FIELD:
         payload["domain_field"] = config.domain_field
+    if config.encode_chars != ENCODE_CHARS:
+        payload["encode_chars"] = config.encode_chars
     if isinstance(config.source, Mapping):
         payload["domain_of"] = [[str(path), domain] for path, domain in shards]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
@@ -349,6 +353,41 @@ def _concatenate(config: PrepareConfig, results: list[dict], domains: list[str],
     return stats
 
 
+def pieces(text: str, limit: int) -> Iterator[str]:
+    """`text` in consecutive pieces of at most `limit` characters, each cut before a space where the window
+    has one (a byte-level BPE then splits it into the very tokens of the whole); "" is one empty piece."""
+    start = 0
+    while len(text) - start > limit:
+        cut = text.rfind(" ", start + 1, start + limit + 1)
+        cut = cut if cut > start else start + limit
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def encoded_pieces(tokenizer, texts: list[str], limit: int) -> Iterator[tuple[int, list[int], bool]]:
+    """(index of the text, token ids of its next piece, whether the piece is its last), in order, tokenizing
+    at most `limit` characters at a time: the tokenizer keeps whole `Encoding` objects (offsets, strings),
+    so one 50 MB line took 7.8 GB."""
+    group: list[tuple[int, str, bool]] = []
+    size = 0
+    for index, text in enumerate(texts):
+        cut = list(pieces(text, limit)) if len(text) > limit else [text]
+        for number, piece in enumerate(cut):
+            if group and size + len(piece) > limit:
+                yield from _encode_group(tokenizer, group)
+                group, size = [], 0
+            group.append((index, piece, number == len(cut) - 1))
+            size += len(piece)
+    yield from _encode_group(tokenizer, group)
+
+
+def _encode_group(tokenizer, group: list[tuple[int, str, bool]]) -> Iterator[tuple[int, list[int], bool]]:
+    encodings = tokenizer.encode_batch([piece for _, piece, _ in group], add_special_tokens=False) if group else []
+    for (index, _, last), encoding in zip(group, encodings):
+        yield index, encoding.ids, last
+
+
 def _tokenize_shard(job: tuple[Path, str | None, Path, PrepareConfig, str]) -> dict:
     """Tokenize one shard into per-(domain, split) part files; runs in a worker process when parallel."""
     path, domain, out_dir, config, dtype_str = job
@@ -364,14 +403,17 @@ def _tokenize_shard(job: tuple[Path, str | None, Path, PrepareConfig, str]) -> d
     documents = 0
 
     def flush(batch: list) -> None:
-        encodings = tokenizer.encode_batch([text for text, _ in batch], add_special_tokens=False)
-        for (text, part_key), encoding in zip(batch, encodings):
-            ids = np.asarray(encoding.ids + [eot], dtype=dtype)
-            files[part_key].write(ids.tobytes())
-            part = parts[part_key]
-            part["documents"] += 1
-            part["tokens"] += len(ids)
-            part["bytes"] += len(text.encode("utf-8"))
+        tokens = 0
+        for index, ids, last in encoded_pieces(tokenizer, [text for text, _ in batch], config.encode_chars):
+            text, part_key = batch[index]
+            files[part_key].write(np.asarray(ids + [eot] if last else ids, dtype=dtype).tobytes())
+            tokens += len(ids)
+            if last:
+                part = parts[part_key]
+                part["documents"] += 1
+                part["tokens"] += tokens + 1
+                part["bytes"] += len(text.encode("utf-8"))
+                tokens = 0
 
     batch: list = []
     try:
@@ -387,7 +429,7 @@ def _tokenize_shard(job: tuple[Path, str | None, Path, PrepareConfig, str]) -> d
                 parts[part_key] = {"file": str(file), "documents": 0, "tokens": 0, "bytes": 0}
                 files[part_key] = open(file, "wb")
             batch.append((doc.text, part_key))
-            if len(batch) >= _ENCODE_BATCH:
+            if len(batch) >= _ENCODE_BATCH or len(doc.text) >= config.encode_chars:
                 flush(batch)
                 batch = []
         if batch:

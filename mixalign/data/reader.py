@@ -11,7 +11,6 @@ is otherwise impossible to find.
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from mixalign.assets import DEMO_CORPUS, demo_corpus_dir
 from mixalign.errors import DataError
 
 SHARD_SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
+PARQUET_BATCH_ROWS = 1024  # rows decoded at a time: memory bounded by a batch, not the file
 DEFAULT_DOMAIN_FIELD = "meta.pile_set_name"
 Shard = tuple[Path, "str | None"]  # a shard and its domain: None reads it from each record
 
@@ -104,15 +104,51 @@ def resolve_shards(source) -> list[Shard]:
 def _open_lines(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as raw:
         if path.name.endswith(".zst"):
-            import zstandard
-
-            reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
-            try:
-                yield from reader
-            except zstandard.ZstdError as exc:
-                raise DataError(f"{path}: not a readable zstd stream (corrupt or not zstd): {exc}") from None
+            yield from _lines(zstd_chunks(raw, path))
         else:
             yield from raw
+
+
+ZSTD_READ_BYTES = 1 << 20  # compressed bytes read at a time
+
+
+def zstd_chunks(raw, path: Path) -> Iterator[bytes]:
+    """The decompressed bytes of every frame of a zstd stream, in order. A stream that ends inside a frame
+    (a cut download or copy) is an error naming the file; a cut between frames cannot be seen (zstd marks
+    no stream end). Not zstd at all is an error too."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    frame, fed = decompressor.decompressobj(), False
+    try:
+        while chunk := raw.read(ZSTD_READ_BYTES):
+            while chunk:
+                if out := frame.decompress(chunk):
+                    yield out
+                fed = True
+                if not frame.eof:
+                    break
+                chunk = frame.unused_data
+                frame, fed = decompressor.decompressobj(), False
+    except zstandard.ZstdError as exc:
+        raise DataError(f"{path}: not a readable zstd stream (corrupt or not zstd): {exc}") from None
+    if fed:
+        raise DataError(f"{path}: truncated zstd data: the file ends inside a frame (a cut copy or download?)")
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines (each with its newline, the last perhaps without) of a stream of byte chunks; a line longer than a
+    chunk is joined once."""
+    pending: list[bytes] = []
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            yield b"".join([*pending, chunk[start:end + 1]])
+            pending, start = [], end + 1
+        if start < len(chunk):
+            pending.append(chunk[start:])
+    if pending:
+        yield b"".join(pending)
 
 
 def _parse_line(raw: bytes, where: str, field: str, domain: str | None) -> tuple[str, str]:
@@ -184,17 +220,26 @@ def _records(path: Path, field: str, domain: str | None):
 
 
 def _hf_rows(path: Path) -> Iterator[dict]:
-    import datasets
-
+    """Rows of a `save_to_disk` directory (memory-mapped where it lies) or of a Parquet file, read in record
+    batches with pyarrow: `datasets.Dataset.from_parquet` would first copy the file into ~/.cache."""
     if path.is_dir():
+        import datasets
+
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             if "train" not in ds:
                 raise DataError(f"{path}: saved DatasetDict has no 'train' split (has {sorted(ds)})")
             ds = ds["train"]
-    else:
-        ds = datasets.Dataset.from_parquet(str(path))
-    yield from ds
+        yield from ds
+        return
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            yield from batch.to_pylist()
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read the Parquet file (truncated or corrupt?): {exc}") from None
 
 
 def read_documents(

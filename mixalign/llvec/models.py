@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mixalign.data.tokenizer import vocabulary_id as tokenizer_id
-from mixalign.errors import MixalignError
+from mixalign.errors import MixalignError, first_line
 from mixalign.llvec.scoring import (
     LogprobFn,
     ScoreResult,
@@ -32,7 +32,6 @@ from mixalign.llvec.scoring import (
 )
 from mixalign.llvec.token_kl import TokenKL, exact_token_kl
 from mixalign.model.checkpoint import gpt_from_checkpoint
-from mixalign.model.hf_gpt2 import first_line
 from mixalign.model.nanogpt import GPT, KVCache, target_logprobs
 
 HF_EXTRA_HINT = "pip install 'mixalign[hf]'"

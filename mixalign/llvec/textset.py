@@ -27,7 +27,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from mixalign.data.prepare import is_heldout
-from mixalign.data.reader import DEFAULT_DOMAIN_FIELD, read_documents
+from mixalign.data.reader import DEFAULT_DOMAIN_FIELD, read_documents, zstd_chunks
 from mixalign.errors import DataError
 from mixalign.io import write_bytes_atomic
 
@@ -332,15 +332,7 @@ def _read_bytes(path: Path) -> bytes:
     except OSError as e:
         raise DataError(f"{path}: cannot read text set ({e.strerror or e})") from None
     if _is_zst(path):
-        import zstandard
-
-        try:
-            # stream reading handles frames without a content size and detects truncation
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
-                out = r.read()
-        except zstandard.ZstdError as e:
-            raise DataError(f"{path}: corrupt or truncated zstd data ({e})") from None
-        return out
+        return b"".join(zstd_chunks(io.BytesIO(raw), path))
     return raw
 
 

@@ -99,6 +99,8 @@ def load_vector(path) -> LogLikelihoodVector:
         path = _npz_path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such log-likelihood vector file")
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+        raise DataError(f"{path}: not a log-likelihood vector (an .npz is a zip archive; this file is not one)")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = {"values", "n_bytes", "domains", "header"} - set(z.files)

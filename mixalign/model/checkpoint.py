@@ -3,15 +3,14 @@ error for every way that fails."""
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 
 from mixalign.errors import MixalignError
-from mixalign.io import atomic_path
-from mixalign.model.hf_gpt2 import first_line, gpt_from_hf, hf_tokenizer_json, is_hf_dir
-from mixalign.model.nanogpt import GPT, GPTConfig
+from mixalign.io import atomic_path, read_torch_file
+from mixalign.model.hf_gpt2 import gpt_from_hf, hf_tokenizer_json, is_hf_dir
+from mixalign.model.nanogpt import GPT, GPTConfig, state_shapes
 
 GPT_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "dropout")
 
@@ -24,14 +23,7 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MixalignError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        raise MixalignError(f"{path}: refused: the checkpoint holds objects other than tensors and plain "
-                            f"values, and loading it could run code ({first_line(exc)})") from None
-    except Exception as exc:
-        raise MixalignError(f"{path}: cannot load checkpoint (truncated or corrupt, or not a PyTorch file): "
-                            f"{first_line(exc)}") from None
+    checkpoint = read_torch_file(path, "checkpoint", mmap=mmap)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise MixalignError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
@@ -74,20 +66,20 @@ def gpt_from_checkpoint(path: str | Path, expect: GPTConfig | None = None) -> tu
     if expect is not None:
         check_architecture(path, config, expect)
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    model = GPT(config)
-    expected = model.state_dict()
+    expected = state_shapes(config)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
         raise MixalignError(
             f"{path}: state dict is of another architecture: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
-    for key, value in expected.items():
-        if tuple(state[key].shape) != tuple(value.shape):
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != shape:
             raise MixalignError(
                 f"{path}: state dict is of another architecture: 'model.{key}' has shape {tuple(state[key].shape)} "
-                f"in the checkpoint but {tuple(value.shape)} in the model built from its hyper-parameters"
+                f"in the checkpoint but {shape} in the model built from its hyper-parameters"
             )
+    model = GPT(config)
     model.load_state_dict(state)
     return model.eval(), checkpoint
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import uuid
 from pathlib import Path
@@ -20,8 +19,9 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from mixalign.errors import MixalignError
-from mixalign.model.nanogpt import GPT, GPTConfig
+from mixalign.errors import MixalignError, first_line
+from mixalign.io import read_torch_file
+from mixalign.model.nanogpt import GPT, GPTConfig, state_shapes
 
 GELUS = ("gelu_new", "gelu_pytorch_tanh")  # the tanh approximation `GPT` uses
 CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # stored (in, out): transposed here
@@ -69,26 +69,12 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             raise MixalignError(f"{file}: cannot read the weights (truncated or corrupt safetensors file): "
                                 f"{first_line(exc)}") from None
     elif (file := path / "pytorch_model.bin").is_file():
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise MixalignError(f"{file}: refused: it holds objects other than tensors and plain values, and loading "
-                                f"it could run code ({first_line(exc)})") from None
-        except Exception as exc:
-            raise MixalignError(f"{file}: cannot read the weights (truncated or corrupt, or not a PyTorch file): "
-                                f"{first_line(exc)}") from None
+        state = read_torch_file(file, "weights file")
     else:
         raise MixalignError(f"{path}: no model.safetensors or pytorch_model.bin (sharded weights are not supported)")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MixalignError(f"{file}: not a state dict of tensors")
     return state
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message in one line (for a pickle refused by weights_only: the reason, not the advice)."""
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    unsafe = [line.strip() for line in lines if "WeightsUnpickler error" in line or "unsupported GLOBAL" in line]
-    return (unsafe or lines or [type(exc).__name__])[0]
 
 
 def our_state_dict(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
@@ -109,13 +95,17 @@ def gpt_from_hf(path: str | Path) -> GPT:
     """The GPT-2 in a local Hugging Face directory, as a `GPT` in eval mode on the CPU."""
     path = Path(path)
     config = hf_gpt2_config(path)
-    model = GPT(config)
     try:
-        model.load_state_dict(our_state_dict(_read_weights(path), config))
+        state = our_state_dict(_read_weights(path), config)
     except KeyError as exc:
         raise MixalignError(f"{path}: the weights lack {exc.args[0]!r}: not a GPT-2 of its config.json") from None
-    except RuntimeError as exc:
-        raise MixalignError(f"{path}: the weights do not fit its config.json: {str(exc).splitlines()[0]}") from None
+    for key, shape in state_shapes(config).items():  # before a model of config.json's size is allocated
+        if key not in state or tuple(state[key].shape) != shape:
+            found = tuple(state[key].shape) if key in state else "nothing"
+            raise MixalignError(f"{path}: the weights do not fit its config.json: {key!r} is {found}, "
+                                f"config.json makes it {shape}")
+    model = GPT(config)
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -226,6 +226,13 @@ class GPT(nn.Module):
         return 6 * self.num_parameters() + 12 * c.n_layer * c.n_embd * c.block_size
 
 
+def state_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Each `GPT(config).state_dict()` entry's shape, computed on the meta device: a file's hyper-parameters
+    are checked against its tensors before anything of their size is allocated."""
+    with torch.device("meta"):
+        return {key: tuple(value.shape) for key, value in GPT(config).state_dict().items()}
+
+
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log_softmax(logits)[..., target], 0.0 where target == IGNORE_INDEX.
 
