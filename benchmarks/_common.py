@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import yaml
 
 from mixalign.io import write_bytes_atomic
 
@@ -34,6 +35,21 @@ PILE_DATA = dict(source="demo", tokenizer="demo-4k", weights="uniform", block_si
                  val_fraction=0.1, val_windows_per_domain=16, seed=1337)
 PILE_TRAINER = dict(log_every_n_steps=10, gradient_clip_val=1.0, precision="32-true")
 SEED = 1337
+
+
+def read_config(name: str) -> dict:
+    """A shipped config (`configs/<name>`) as a plain dict: its `config:` base read first, then each of its keys
+    set on it (a dotted key one field, a group key the whole group), as jsonargparse composes them
+    (tests/test_configs.py checks that the two agree on every shipped config)."""
+    raw = yaml.safe_load((REPO / "configs" / name).read_text(encoding="utf-8"))
+    config = read_config(raw.pop("config")) if "config" in raw else {}
+    for key, value in raw.items():
+        *groups, leaf = key.split(".")
+        node = config
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[leaf] = value
+    return config
 
 
 def code_hash(root: str | os.PathLike = REPO) -> str:

@@ -17,11 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO, replace_section, write_result  # noqa: E402
+from benchmarks._common import REPO, read_config, replace_section, write_result  # noqa: E402
 from mixalign.data.tokenizer import load_tokenizer  # noqa: E402
 from mixalign.llvec.models import shared_model  # noqa: E402
 from mixalign.llvec.textset import load_textset, resolve_textset, subset_textset  # noqa: E402
@@ -42,7 +40,7 @@ def textset_tokens(mixture: MixtureConfig, tokenizer: str) -> int:
 
 
 def account(name: str, domains: int, devices: int) -> dict:
-    config = yaml.safe_load((REPO / "configs" / name).read_text())
+    config = read_config(name)
     data, trainer = config["data"], config["trainer"]
     mixture = MixtureConfig(**{k: v for k, v in config["mixture"].items() if k != "target"})
     tokens_per_step = data["batch_size"] * data["block_size"]

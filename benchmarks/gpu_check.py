@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import DEFAULT_CACHE, RESULTS, SEED, peak_rss_mib, prepared_datamodule, write_result  # noqa: E402
+from _common import DEFAULT_CACHE, RESULTS, SEED, peak_rss_mib, prepared_datamodule, read_config, write_result  # noqa: E402
 
 NO_CUDA = "gpu_check needs a CUDA device"
 GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
@@ -304,12 +304,11 @@ def scoring(args) -> dict:
 
 def planned_probes(args) -> dict:
     """pile-gpt2.yaml's probes (benchmarks/cost_account.py's account) and their lengths; tiny in --cpu-smoke."""
-    import yaml
     from cost_account import CONFIGS, account
 
     from mixalign.mixture.candidates import needs_domain_probes
 
-    mixture = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "pile-gpt2.yaml").read_text())["mixture"]
+    mixture = read_config("pile-gpt2.yaml")["mixture"]
     cost = account("pile-gpt2.yaml", **CONFIGS["pile-gpt2.yaml"])
     domains = CONFIGS["pile-gpt2.yaml"]["domains"] if needs_domain_probes(mixture["candidates"], mixture["selection"]) else 0
     return {"config": "configs/pile-gpt2.yaml", "probes": cost["probes"], "domain_probes": domains,

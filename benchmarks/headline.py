@@ -42,11 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks._common import code_state, logged_scalars, replace_section  # noqa: E402
+from benchmarks._common import code_state, logged_scalars, read_config, replace_section  # noqa: E402
 from mixalign.callbacks.kl import EXACT as EXACT_KL  # noqa: E402
 from mixalign.callbacks.kl import LLVEC, MC, se_tag  # noqa: E402
 from mixalign.io import write_bytes_atomic  # noqa: E402
@@ -107,7 +106,7 @@ class Plan:
 
 
 def own_mixture(target: str) -> dict[str, float]:
-    return yaml.safe_load((REPO / TARGETS[target][1]).read_text())["data"]["weights"]
+    return read_config(Path(TARGETS[target][1]).name)["data"]["weights"]
 
 
 def methods(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

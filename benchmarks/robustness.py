@@ -43,7 +43,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,6 +51,7 @@ from benchmarks._common import (  # noqa: E402
     add_run_arguments,
     code_state,
     machine,
+    read_config,
     replace_section,
     set_threads,
     write_result,
@@ -96,8 +96,8 @@ class Bench:
     """The shipped base, the demo data, and the two recipes: continued (pile.yaml), from scratch (scratch.yaml)."""
 
     def __init__(self, cache_dir: str, sizes: dict):
-        self.pile = yaml.safe_load((REPO / "configs" / "pile.yaml").read_text())
-        self.scratch = yaml.safe_load((REPO / "configs" / "scratch.yaml").read_text())
+        self.pile = read_config("pile.yaml")
+        self.scratch = read_config("scratch.yaml")
         data = {k: v for k, v in self.pile["data"].items() if k != "weights"}
         self.dm = PileMixtureDataModule(**{**data, "cache_dir": cache_dir})
         self.dm.prepare_data()
@@ -402,7 +402,7 @@ def main() -> None:
                  n_texts=args.n_texts, scratch_warmup=0)
     if args.quick:
         args.per_family, sizes = 1, dict(steps=12, target_steps=12, scratch_steps=12, n_texts=32, probe_steps=3)
-    scratch = yaml.safe_load((REPO / "configs" / "scratch.yaml").read_text())
+    scratch = read_config("scratch.yaml")
     warm_share = scratch["mixture"]["warmup_steps"] / scratch["trainer"]["max_steps"]
     sizes["scratch_warmup"] = max(1, round(sizes["scratch_steps"] * warm_share))
     seed = DRAWS[args.draw]
@@ -411,7 +411,7 @@ def main() -> None:
     alphas = [float(a) for a in args.alphas.split(",")]
     settings = [s for s in plan(seed, args.per_family, alphas, 8) if s["family"] in families]
     meta = {"draw": args.draw, "seed": seed, "sizes": sizes, "alphas": alphas, "explore": args.explore,
-            **code_state(), "config": yaml.safe_load((REPO / "configs" / "pile.yaml").read_text())["mixture"]}
+            **code_state(), "config": read_config("pile.yaml")["mixture"]}
     kept, minutes_before = resumable(name, meta) if args.resume else ([], 0.0)
     done = {(row["family"], row["target"]) for row in kept}
     jobs = [({**s, "explore": args.explore}, seed) for s in settings if (s["family"], s["index"]) not in done]

@@ -9,6 +9,7 @@ import torch
 import yaml
 from helpers import REPO, mixalign
 
+from benchmarks._common import read_config
 from mixalign.llvec.textset import load_textset
 from mixalign.llvec.vectors import load_vector
 from mixalign.model.checkpoint import (
@@ -44,8 +45,8 @@ def test_shipped_target_vector_is_on_the_demo_text_set(name):
 def test_near_target_is_the_base_continued_on_its_published_mixture():
     base, _ = gpt_from_checkpoint(CHECKPOINTS / "base.ckpt")
     near, checkpoint = gpt_from_checkpoint(CHECKPOINTS / "near.ckpt")
-    published = yaml.safe_load((REPO / "configs" / "near.yaml").read_text())["data"]["weights"]
-    assert published == yaml.safe_load((REPO / "configs" / "target.yaml").read_text())["data"]["weights"]
+    published = read_config("near.yaml")["data"]["weights"]
+    assert published == read_config("target.yaml")["data"]["weights"]
     assert checkpoint["hyper_parameters"]["init_from"].endswith("checkpoints/base.ckpt")
     moved = [float((a - b).norm() / b.norm()) for a, b in zip(near.parameters(), base.parameters())]
     assert 0 < min(moved) and max(moved) < 0.5  # continued, not retrained: every tensor moved a little

@@ -10,8 +10,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from helpers import REPO
+
+from benchmarks._common import read_config
 
 METHODS = ["uniform", "natural", "own-mixture", "aligned", "paper-direction", "paper-distance", "paper-rounds",
            "kd", "random-best"]
@@ -43,7 +44,7 @@ def test_every_method_is_measured_and_the_winners_are_the_searchs_best(continued
     assert report["winners"] == {"kd": min(kd, key=kd.get), "random-best": min(random, key=random.get)}
     # the rerun of the best random mixture trains on the very mixture the search found best
     assert report["results"]["random-best"][0]["weights"] == search[report["winners"]["random-best"]]["weights"]
-    published = yaml.safe_load((REPO / "configs" / "near.yaml").read_text())["data"]["weights"]
+    published = read_config("near.yaml")["data"]["weights"]
     assert report["results"]["own-mixture"][0]["weights"] == published
     paper = report["results"]["paper-direction"][0]["weights"]
     assert sum(paper.values()) == pytest.approx(1.0, abs=1e-5) and len(paper) == 8
