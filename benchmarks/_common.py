@@ -38,11 +38,13 @@ SEED = 1337
 
 
 def read_config(name: str) -> dict:
-    """A shipped config (`configs/<name>`) as a plain dict: its `config:` base read first, then each of its keys
-    set on it (a dotted key one field, a group key the whole group), as jsonargparse composes them
-    (tests/test_configs.py checks that the two agree on every shipped config)."""
+    """A shipped config (`configs/<name>`) as a plain dict: its `config:` base read first, then each of its dotted
+    keys set on it, as jsonargparse composes them (tests/test_configs.py checks that the two agree on every
+    shipped config). A composed file that sets a whole group is refused: jsonargparse would replace the group."""
     raw = yaml.safe_load((REPO / "configs" / name).read_text(encoding="utf-8"))
     config = read_config(raw.pop("config")) if "config" in raw else {}
+    if config and any(isinstance(value, dict) and "." not in key for key, value in raw.items()):
+        raise ValueError(f"configs/{name}: a composed config sets fields by dotted keys, not whole groups")
     for key, value in raw.items():
         *groups, leaf = key.split(".")
         node = config

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import torch
-
 from mixalign.errors import MixalignError, first_line
 
 
@@ -43,6 +41,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def read_torch_file(path: str | os.PathLike, what: str, mmap: bool = False):
     """`torch.load` of a file a user names, `weights_only=True`: a pickled object is refused, never run; a
     cut or foreign file is a one-line error naming it (`what`: the message's noun, e.g. "checkpoint")."""
+    import torch  # here: the modules that write files atomically do not need torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:

@@ -614,10 +614,11 @@ def test_a_very_long_document_is_tokenized_in_bounded_pieces_to_the_same_tokens(
     from mixalign.data import prepare as prep
 
     rng = random.Random(0)
-    words = "the cat sat on a mat while seventeen dogs barked loudly at 42 parrots".split()
-    long_text = " ".join(rng.choice(words) for _ in range(6000))  # ~26k characters
+    words = "the cat sat on a mat while seventeen dogs barked loudly at 42 parrots".split() + [
+        "\n\n    indented", "two  spaces", "tab\there", "a\n", "   ", "é日本"]  # runs of whitespace: GPT-2's regex
+    long_text = " ".join(rng.choice(words) for _ in range(6000))  # ~30k characters
     shard_path = tmp_path / "long.jsonl"
-    docs = [long_text, "a short one", long_text[:900], ""]
+    docs = [long_text, "a short one", long_text[:900], "", *(f"short document {i}" for i in range(12))]
     shard_path.write_text("\n".join(json.dumps({"text": t, "meta": {"pile_set_name": "d"}}) for t in docs) + "\n")
 
     calls: list[int] = []
@@ -648,6 +649,7 @@ def test_a_very_long_document_is_tokenized_in_bounded_pieces_to_the_same_tokens(
     text = "ab cd " * 50 + "x" * 250
     cut = list(prep.pieces(text, 64))
     assert "".join(cut) == text and max(map(len, cut)) <= 64 and list(prep.pieces("", 64)) == [""]
+    assert list(prep.pieces("one two    three", 12)) == ["one two   ", " three"]  # not inside the run
 
 
 def test_a_checkpoint_claiming_a_huge_model_is_refused_before_allocating_it(tmp_path):

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from mixalign.data.datamodule import PileMixtureDataModule
-from mixalign.data.prepare import PrepareConfig, is_heldout, prepare
+from mixalign.data.prepare import PrepareConfig, is_heldout, pieces, prepare
 from mixalign.data.reader import read_documents
 from mixalign.data.sampling import BatchIndices, FixedWindows, MixtureBatches
 from mixalign.data.weights import resolve_weights
@@ -234,3 +236,30 @@ def test_a_zstd_shard_of_several_frames_is_read_to_its_end(tmp_path):
     path = tmp_path / "frames.jsonl.zst"
     path.write_bytes(b"".join(frames))
     assert [d.text for d in read_shard(path)] == [f"document {i}" for i in range(9)]
+
+
+PIECE_ALPHABET = ["word", "x", "42", "'s", "é", "日本", "(", ":", " ", "  ", "\n", "\n\n    ", "\t", "\u00a0"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=st.lists(st.sampled_from(PIECE_ALPHABET), max_size=60), limit=st.integers(1, 40))
+def test_pieces_tokenize_as_the_whole_text_when_cut_before_a_word(parts, limit):
+    """`pieces` (prepare's bound on the tokenizer's memory): the pieces rebuild the text, none is over the limit,
+    and where every cut falls before a space that starts a word, GPT-2's byte-level BPE gives the whole text's
+    tokens (a cut inside a run of whitespace does not: "a   b" is "a", "  ", " b"). Fails if `pieces` cuts before
+    any space (the pre-fix rule)."""
+    from mixalign.data.tokenizer import load_tokenizer
+
+    text = "".join(parts)
+    cut = list(pieces(text, limit))
+    assert "".join(cut) == text and all(len(piece) <= limit for piece in cut)
+    seams = [sum(map(len, cut[:i])) for i in range(1, len(cut))]
+    if all(text[s] == " " and not text[s + 1:s + 2].isspace() and s + 1 < len(text) for s in seams):
+        tokenizer = load_tokenizer("gpt2")
+        whole = tokenizer.encode(text, add_special_tokens=False).ids
+        assert [i for piece in cut for i in tokenizer.encode(piece, add_special_tokens=False).ids] == whole
+    starts = [0, *seams]
+    for start, seam in zip(starts, seams):  # a cut elsewhere only where the window has no space starting a word
+        if not (text[seam] == " " and not text[seam + 1:seam + 2].isspace()):
+            window = range(start + 1, start + limit + 1)
+            assert not any(text[i] == " " and not text[i + 1:i + 2].isspace() for i in window), (start, seam)

@@ -137,7 +137,9 @@ def _file_sha256(path: Path) -> str:
 
 
 def cache_key(config: PrepareConfig, shards: list[Shard]) -> str:
-    """Hash of what determines the prepared content; the defaults add nothing, so existing caches stay valid."""
+    """Hash of what determines the prepared content; the defaults add nothing, so existing caches stay valid
+    (the default `encode_chars` among them: pieces tokenize as the whole document but where a window of that
+    many characters has no space starting a word, a case a cache built before pieces existed tokenized whole)."""
     tokenizer = (
         {"hash": tokenizer_hash(load_tokenizer(config.tokenizer))}
         if config.tokenizer is not None
@@ -354,11 +356,16 @@ def _concatenate(config: PrepareConfig, results: list[dict], domains: list[str],
 
 
 def pieces(text: str, limit: int) -> Iterator[str]:
-    """`text` in consecutive pieces of at most `limit` characters, each cut before a space where the window
-    has one (a byte-level BPE then splits it into the very tokens of the whole); "" is one empty piece."""
+    """`text` in consecutive pieces of at most `limit` characters, each cut before the window's last space that
+    starts a word, so a byte-level BPE (GPT-2's splitting) gives the very tokens of the whole; a window with
+    none is cut at `limit` (its seam may tokenize differently). "" is one empty piece."""
+    if limit < 1:
+        raise ValueError(f"pieces of at most {limit} characters")
     start = 0
     while len(text) - start > limit:
         cut = text.rfind(" ", start + 1, start + limit + 1)
+        while cut > start and text[cut + 1:cut + 2].isspace():  # inside a run of whitespace: not a word's start
+            cut = text.rfind(" ", start + 1, cut)
         cut = cut if cut > start else start + limit
         yield text[start:cut]
         start = cut
@@ -372,7 +379,7 @@ def encoded_pieces(tokenizer, texts: list[str], limit: int) -> Iterator[tuple[in
     group: list[tuple[int, str, bool]] = []
     size = 0
     for index, text in enumerate(texts):
-        cut = list(pieces(text, limit)) if len(text) > limit else [text]
+        cut = list(pieces(text, limit))
         for number, piece in enumerate(cut):
             if group and size + len(piece) > limit:
                 yield from _encode_group(tokenizer, group)

@@ -109,27 +109,31 @@ def _open_lines(path: Path) -> Iterator[bytes]:
             yield from raw
 
 
-ZSTD_READ_BYTES = 1 << 20  # compressed bytes read at a time
+ZSTD_READ_BYTES = 1 << 20  # compressed bytes read from the file at a time
+ZSTD_FEED_BYTES = 1 << 13  # compressed bytes decompressed at a time: at zstd's largest ratio (~32,000:1), 256 MB
 
 
 def zstd_chunks(raw, path: Path) -> Iterator[bytes]:
-    """The decompressed bytes of every frame of a zstd stream, in order. A stream that ends inside a frame
-    (a cut download or copy) is an error naming the file; a cut between frames cannot be seen (zstd marks
-    no stream end). Not zstd at all is an error too."""
+    """The decompressed bytes of every frame of a zstd stream, in order, each chunk from at most ZSTD_FEED_BYTES
+    of input. A stream that ends inside a frame (a cut download or copy) is an error naming the file; a cut
+    between frames cannot be seen (zstd marks no stream end). Not zstd at all is an error too."""
     import zstandard
 
     decompressor = zstandard.ZstdDecompressor()
     frame, fed = decompressor.decompressobj(), False
     try:
-        while chunk := raw.read(ZSTD_READ_BYTES):
-            while chunk:
-                if out := frame.decompress(chunk):
-                    yield out
-                fed = True
-                if not frame.eof:
-                    break
-                chunk = frame.unused_data
-                frame, fed = decompressor.decompressobj(), False
+        while block := raw.read(ZSTD_READ_BYTES):
+            view = memoryview(block)
+            for offset in range(0, len(view), ZSTD_FEED_BYTES):
+                chunk = view[offset:offset + ZSTD_FEED_BYTES]
+                while chunk:
+                    if out := frame.decompress(chunk):
+                        yield out
+                    fed = True
+                    if not frame.eof:
+                        break
+                    chunk = frame.unused_data
+                    frame, fed = decompressor.decompressobj(), False
     except zstandard.ZstdError as exc:
         raise DataError(f"{path}: not a readable zstd stream (corrupt or not zstd): {exc}") from None
     if fed:
@@ -236,8 +240,9 @@ def _hf_rows(path: Path) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            yield from batch.to_pylist()
+        with pq.ParquetFile(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                yield from batch.to_pylist()
     except (pyarrow.ArrowException, OSError) as exc:
         raise DataError(f"{path}: cannot read the Parquet file (truncated or corrupt?): {exc}") from None
 

@@ -99,11 +99,12 @@ def gpt_from_hf(path: str | Path) -> GPT:
         state = our_state_dict(_read_weights(path), config)
     except KeyError as exc:
         raise MixalignError(f"{path}: the weights lack {exc.args[0]!r}: not a GPT-2 of its config.json") from None
+    except RuntimeError as exc:  # a weight of more than two dimensions cannot be transposed
+        raise MixalignError(f"{path}: the weights do not fit its config.json: {str(exc).splitlines()[0]}") from None
     for key, shape in state_shapes(config).items():  # before a model of config.json's size is allocated
-        if key not in state or tuple(state[key].shape) != shape:
-            found = tuple(state[key].shape) if key in state else "nothing"
-            raise MixalignError(f"{path}: the weights do not fit its config.json: {key!r} is {found}, "
-                                f"config.json makes it {shape}")
+        if tuple(state[key].shape) != shape:
+            raise MixalignError(f"{path}: the weights do not fit its config.json: {key!r} is "
+                                f"{tuple(state[key].shape)}, config.json makes it {shape}")
     model = GPT(config)
     model.load_state_dict(state)
     return model.eval()
